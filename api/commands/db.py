@@ -1,0 +1,36 @@
+"""``feishui db upgrade|check``."""
+
+from __future__ import annotations
+
+import argparse
+
+from clearing import migrate
+from clearing.config import get_settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("db", help="database migrations")
+    dbsub = p.add_subparsers(dest="db_command", required=True)
+    up = dbsub.add_parser("upgrade", help="migrate the database to the newest revision")
+    up.set_defaults(func=_upgrade)
+    ck = dbsub.add_parser("check", help="fail if the models and the migrations disagree")
+    ck.set_defaults(func=_check)
+
+
+def _upgrade(_args: argparse.Namespace) -> int:
+    url = get_settings().effective_database_url()
+    migrate.upgrade(url)
+    print(f"database at head: {_safe(url)}")
+    return 0
+
+
+def _check(_args: argparse.Namespace) -> int:
+    migrate.check(get_settings().effective_database_url())
+    print("models and migrations agree")
+    return 0
+
+
+def _safe(url: str) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
