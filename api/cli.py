@@ -17,9 +17,9 @@ Register = Callable[[argparse._SubParsersAction], None]
 
 def _registrars() -> list[Register]:
     from api.commands import db as db_cmd
-    from api.commands import ledger as ledger_cmd
+    from api.commands import workers
 
-    registrars: list[Register] = [db_cmd.register, ledger_cmd.register]
+    registrars: list[Register] = [db_cmd.register, workers.register]
     for module in _optional_modules():
         registrars.append(module.register)
     return registrars
@@ -29,7 +29,8 @@ def _optional_modules() -> list:  # type: ignore[type-arg]
     """Command modules of features that have landed (each defines ``register``)."""
     import importlib
 
-    names = ["api.commands.notices", "api.commands.demo", "api.commands.serve"]
+    names = ["api.commands.ledger", "api.commands.notices", "api.commands.demo",
+             "api.commands.serve"]
     modules = []
     for name in names:
         try:
