@@ -43,10 +43,24 @@ def split_amount(fen: int, shares: Mapping[str, int]) -> dict[str, int]:
     if not _is_int(fen) or fen < 0:
         raise SplitError(f"amount to split must be a non-negative int of fen, got {fen!r}")
     validate_shares(shares)
-    keys = sorted(shares)
-    parts = {key: fen * shares[key] // TOTAL_BP for key in keys}
+    return _largest_remainder(fen, shares, TOTAL_BP)
+
+
+def allocate(fen: int, weights: Mapping[str, int]) -> dict[str, int]:
+    """Split ``fen`` in proportion to positive integer ``weights`` (e.g. item amounts), by the
+    same largest-remainder rule as :func:`split_amount`; used to spread a late fee over items."""
+    if not _is_int(fen) or fen < 0:
+        raise SplitError(f"amount to allocate must be a non-negative int of fen, got {fen!r}")
+    if not weights or any(not _is_int(w) or w <= 0 for w in weights.values()):
+        raise SplitError("weights must be a non-empty mapping of positive ints")
+    return _largest_remainder(fen, weights, sum(weights.values()))
+
+
+def _largest_remainder(fen: int, weights: Mapping[str, int], total: int) -> dict[str, int]:
+    keys = sorted(weights)
+    parts = {key: fen * weights[key] // total for key in keys}
     leftover = fen - sum(parts.values())
-    by_remainder = sorted(keys, key=lambda key: (-(fen * shares[key] % TOTAL_BP), key))
+    by_remainder = sorted(keys, key=lambda key: (-(fen * weights[key] % total), key))
     for key in by_remainder[:leftover]:
         parts[key] += 1
     return parts

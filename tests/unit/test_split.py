@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clearing.errors import ValidationError
-from clearing.split import TOTAL_BP, SplitError, split_amount, validate_shares
+from clearing.split import TOTAL_BP, SplitError, allocate, split_amount, validate_shares
 
 
 @st.composite
@@ -125,3 +125,29 @@ def test_validate_shares_rejects_non_positive(shares: dict[str, int], bad: int) 
     first = next(iter(shares))
     with pytest.raises(SplitError):
         validate_shares({**shares, first: bad})
+
+
+# allocate: proportional to arbitrary positive weights ------------------------------------------
+
+
+def test_allocate_example():
+    assert allocate(6000, {"a": 20000, "b": 10000}) == {"a": 4000, "b": 2000}
+    assert allocate(1, {"a": 1, "b": 1}) == {"a": 1, "b": 0}
+
+
+@given(st.integers(0, 10**12),
+       st.dictionaries(st.text("abcdef", min_size=1, max_size=3), st.integers(1, 10**9),
+                       min_size=1, max_size=8))
+def test_allocate_conserves_and_is_proportional(fen, weights):
+    parts = allocate(fen, weights)
+    total = sum(weights.values())
+    assert sum(parts.values()) == fen
+    for key, part in parts.items():
+        assert abs(part * total - fen * weights[key]) < total
+
+
+def test_allocate_refuses_bad_weights():
+    with pytest.raises(SplitError):
+        allocate(10, {})
+    with pytest.raises(SplitError):
+        allocate(10, {"a": 0})
