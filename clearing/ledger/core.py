@@ -89,8 +89,13 @@ class Posting:
 
 
 def _freeze(metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    data = dict(metadata or {})
-    json.dumps(data, sort_keys=True)  # must be JSON, or it could not be hashed canonically
+    """Metadata as it will read back from the database: a JSON round trip (tuples become lists),
+    so that a retried post compares equal to the stored entry."""
+    try:
+        data = json.loads(json.dumps(dict(metadata or {}), sort_keys=True))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"entry metadata must be JSON with string keys: {exc}",
+                              field="metadata") from None
     return MappingProxyType(data)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -51,14 +51,17 @@ class LedgerRepository:
         self._opened_here: set[str] = set()
 
     # accounts -----------------------------------------------------------------------------
-    def accounts(self, codes: Iterable[str], currency: str = "CNY") -> dict[str, AccountRef]:
-        """Resolve codes to accounts, opening chart-of-accounts kinds on first use."""
+    def accounts(self, codes: Iterable[str] | Mapping[str, str],
+                 currency: str = "CNY") -> dict[str, AccountRef]:
+        """Resolve account codes to accounts, opening chart-of-accounts kinds on first use, in
+        the currency given per code (a mapping) or in ``currency``."""
+        currencies = dict(codes) if isinstance(codes, Mapping) else dict.fromkeys(codes, currency)
         cache = _cache.setdefault(self.session.get_bind(), {})  # type: ignore[arg-type]
-        wanted = set(codes)
+        wanted = set(currencies)
         found = {c: cache[c] for c in wanted if c in cache}
         missing = wanted - found.keys()
         if missing:
-            self._open(missing - set(self._select(missing)), currency)
+            self._open({c: currencies[c] for c in missing - set(self._select(missing))})
             for code, ref in self._select(missing).items():
                 found[code] = ref
                 if code not in self._opened_here:  # never cache what may still roll back
@@ -78,10 +81,10 @@ class LedgerRepository:
                                   field="account")
         return ref
 
-    def _open(self, codes: set[str], currency: str) -> None:
-        for code in sorted(codes):
+    def _open(self, currencies: Mapping[str, str]) -> None:
+        for code in sorted(currencies):
             account_type, name = chart.classify(code)
-            self.open_account(code, account_type, currency, name)
+            self.open_account(code, account_type, currencies[code], name)
 
     def _select(self, codes: Iterable[str]) -> dict[str, AccountRef]:
         rows = self.session.execute(

@@ -66,9 +66,11 @@ class LedgerService:
     def post(self, entry: Entry) -> PostedEntry:
         """Post ``entry`` once. The same key and content returns the original; other content
         under the same key raises :class:`IdempotencyConflict` naming the difference."""
-        accounts = self.repo.accounts(p.account for p in entry.postings)
+        accounts = self.repo.accounts({p.account: p.currency for p in entry.postings})
         self._check_currencies(entry, accounts)
         if entry.reverses_id is not None:
+            if self.repo.entry_by_key(entry.idempotency_key) is not None:
+                return self._replay(entry)  # a retried reversal
             self._check_reversible(entry.reverses_id)
         created_at = utcnow()
         entry_id = self.repo.insert_entry(entry, created_at, core.content_hash(entry, created_at),
@@ -151,14 +153,15 @@ class LedgerService:
         """Check every link of the chain, every entry's content hash and balance, and that the
         trial balance nets to zero. Reports each failing entry; the chain is read in pages."""
         failures: list[tuple[int, str]] = []
-        prev, expected_seq, sealed = core.GENESIS_HASH, 1, 0
-        while links := self.repo.chain_page(expected_seq - 1, page):
+        prev, expected_seq, sealed, after = core.GENESIS_HASH, 1, 0, 0
+        while links := self.repo.chain_page(after, page):
             rows = self.repo.entries_by_ids([link.entry_id for link in links])
             for link in links:
                 reason = _link_problem(link, expected_seq, prev, rows.get(link.entry_id))
                 if reason:
                     failures.append((link.entry_id, reason))
-                prev, expected_seq, sealed = link.hash, expected_seq + 1, sealed + 1
+                prev, expected_seq, sealed = link.hash, link.seq + 1, sealed + 1
+            after = links[-1].seq
         unsealed = self.repo.count_unsealed()
         failures += self._verify_totals()
         return VerifyReport(entries=sealed + unsealed, sealed=sealed, unsealed=unsealed,

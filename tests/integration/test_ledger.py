@@ -190,3 +190,45 @@ def _tamper(db, stmt):
         else:
             conn.execute(text("DROP TRIGGER postings_no_update"))
             conn.execute(text(stmt))
+
+
+# regressions found in review -----------------------------------------------------------------
+
+def test_retry_with_tuple_metadata_replays(db):
+    entry = payment_entry("meta", metadata={"items": (1, 2)})
+    first = post(db, entry)
+    assert post(db, payment_entry("meta", metadata={"items": (1, 2)})).id == first.id
+
+
+def test_metadata_with_non_string_keys_is_a_clear_error():
+    from clearing.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="metadata"):
+        payment_entry("bad", metadata={1: "a", "b": 2})
+
+
+def test_accounts_open_in_the_posting_currency(db):
+    usd = Entry("usd", date(2026, 11, 11), "usd",
+                (Posting.debit("suspense", 100, "USD"), Posting.credit("refunds_payable", 100,
+                                                                       "USD")))
+    post(db, usd)
+    with transaction(db.sessions) as s:
+        rows = {b.code: b.currency for b in LedgerService(s).balances()}
+    assert rows == {"suspense": "USD", "refunds_payable": "USD"}
+
+
+def test_verify_counts_right_after_a_missing_link(db):
+    for i in range(6):
+        post(db, payment_entry(f"p{i}", 100))
+    with transaction(db.sessions) as s:
+        LedgerService(s).seal()
+    with db.engine.begin() as conn:
+        if db.name == "postgresql":
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+        else:
+            conn.execute(text("DROP TRIGGER ledger_chain_no_delete"))
+        conn.execute(text("DELETE FROM ledger_chain WHERE seq = 2"))
+    with transaction(db.sessions) as s:
+        report = LedgerService(s).verify(page=2)
+    assert report.sealed == 5 and report.unsealed == 1
+    assert [f[0] for f in report.failures] == [3]
