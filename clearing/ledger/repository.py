@@ -72,8 +72,9 @@ class LedgerRepository:
                      name: str) -> AccountRef:
         stmt = upsert(self.session, Account).values(
             code=code, type=account_type.value, currency=currency, name=name,
-            created_at=utcnow()).on_conflict_do_nothing(index_elements=["code"])
-        if self.session.execute(stmt).rowcount:
+            created_at=utcnow()).on_conflict_do_nothing(index_elements=["code"]
+                                                        ).returning(Account.id)
+        if self.session.execute(stmt).first() is not None:
             self._opened_here.add(code)
         ref = self._select([code])[code]
         if (ref.type, ref.currency) != (account_type, currency):
