@@ -6,6 +6,8 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Engine, and_, case, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -41,6 +43,16 @@ def upsert(session: Session, model: type) -> postgresql.Insert | sqlite.Insert:
     return (postgresql if dialect == "postgresql" else sqlite).insert(model)
 
 
+@lru_cache(maxsize=4)
+def _statements(dialect: str) -> tuple[Any, Any]:
+    entries, postings = JournalEntry.__table__, PostingRow.__table__
+    module = postgresql if dialect == "postgresql" else sqlite
+    entry_stmt = (module.insert(entries)
+                  .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                  .returning(entries.c.id))
+    return entry_stmt, insert(postings)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -61,8 +73,11 @@ class LedgerRepository:
         found = {c: cache[c] for c in wanted if c in cache}
         missing = wanted - found.keys()
         if missing:
-            self._open({c: currencies[c] for c in missing - set(self._select(missing))})
-            for code, ref in self._select(missing).items():
+            existing = self._select(missing)
+            if missing - existing.keys():
+                self._open({c: currencies[c] for c in missing - existing.keys()})
+                existing = self._select(missing)
+            for code, ref in existing.items():
                 found[code] = ref
                 if code not in self._opened_here:  # never cache what may still roll back
                     cache[code] = ref
@@ -96,17 +111,19 @@ class LedgerRepository:
     # entries ------------------------------------------------------------------------------
     def insert_entry(self, entry: Entry, created_at: datetime, content_hash: str,
                      accounts: dict[str, AccountRef]) -> int | None:
-        """Insert the entry and its postings; ``None`` when the idempotency key already exists."""
-        stmt = upsert(self.session, JournalEntry).values(
-            idempotency_key=entry.idempotency_key, business_date=entry.business_date,
-            created_at=created_at, description=entry.description,
-            metadata=dict(entry.metadata), ref_type=entry.ref_type, ref_id=entry.ref_id,
-            reverses_id=entry.reverses_id, content_hash=content_hash,
-        ).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(JournalEntry.id)
-        entry_id = self.session.execute(stmt).scalar()
+        """Insert the entry and its postings; ``None`` when the idempotency key already exists.
+
+        The two statements are built once per dialect on the tables (Core, not the ORM's bulk
+        path) and take bound parameters, so SQLAlchemy compiles and caches them once."""
+        entry_stmt, postings_stmt = _statements(self.session.get_bind().dialect.name)
+        entry_id = self.session.execute(entry_stmt, {
+            "idempotency_key": entry.idempotency_key, "business_date": entry.business_date,
+            "created_at": created_at, "description": entry.description,
+            "metadata": dict(entry.metadata), "ref_type": entry.ref_type, "ref_id": entry.ref_id,
+            "reverses_id": entry.reverses_id, "content_hash": content_hash}).scalar()
         if entry_id is None:
             return None
-        self.session.execute(insert(PostingRow), [
+        self.session.execute(postings_stmt, [
             {"entry_id": entry_id, "account_id": accounts[p.account].id,
              "direction": p.direction.value, "amount": p.amount, "currency": p.currency}
             for p in entry.postings])
