@@ -42,3 +42,17 @@ class ConfigurationError(FeishuiError):
 
     type = "configuration-error"
     status = 500
+
+
+class Unauthorized(FeishuiError):
+    """No credentials, or credentials that are malformed, unknown or revoked."""
+
+    type = "unauthorized"
+    status = 401
+
+
+class Forbidden(FeishuiError):
+    """Valid credentials that do not grant what the request needs (e.g. a missing scope)."""
+
+    type = "forbidden"
+    status = 403
