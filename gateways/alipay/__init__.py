@@ -1,0 +1,1 @@
+"""Wallet A: an Alipay-style gateway (RSA2 signed form parameters)."""

@@ -1,0 +1,1 @@
+"""The bank: a UnionPay-style gateway (signed form fields, amounts in fen)."""
