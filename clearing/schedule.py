@@ -9,8 +9,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from clearing.ledger.tasks import seal_ledger
-
 SHANGHAI_TZ = "Asia/Shanghai"
 
 
@@ -29,14 +27,20 @@ class Recurring:
 
 
 def recurring_jobs() -> list[Recurring]:
-    """Every recurring job; features that land add theirs here."""
-    jobs = [Recurring(f"{seal_ledger.__module__}.seal_ledger", "ledger", "* * * * *",
-                      "seal new journal entries into the hash chain, every minute")]
-    try:
-        from notices import tasks as notice_tasks
-    except ImportError:  # pragma: no cover - until the notices feature lands
-        return jobs
-    if hasattr(notice_tasks, "expire_notices"):
-        jobs.append(Recurring("notices.tasks.expire_notices", "notices", "5 0 * * *",
-                              "expire unpaid notices past their expiry date, 00:05 daily"))
-    return jobs
+    """Every recurring job, with its queue and its time (Asia/Shanghai)."""
+    return [
+        Recurring("clearing.ledger.tasks.seal_ledger", "ledger", "* * * * *",
+                  "seal new journal entries into the hash chain, every minute"),
+        Recurring("clearing.payments.tasks.query_open_attempts_job", "default", "*/2 * * * *",
+                  "query attempts still open at their gateway (lost notifies), every 2 min"),
+        Recurring("notices.events.deliver_due_events_job", "webhooks", "* * * * *",
+                  "deliver due department webhook events (retry schedule in the database), "
+                  "every minute"),
+        Recurring("notices.tasks.expire_notices", "notices", "5 0 * * *",
+                  "expire unpaid notices past their expiry date, 00:05 daily"),
+        Recurring("notices.tasks.purge_idempotency_keys", "notices", "20 0 * * *",
+                  "delete Idempotency-Key records past their 24 hours, 00:20 daily"),
+        Recurring("reconciliation.tasks.reconcile_night", "reconciliation", "30 2 * * *",
+                  "reconcile yesterday's gateway bills, then the fiscal account statement, "
+                  "02:30 daily"),
+    ]

@@ -1,0 +1,64 @@
+"""The HTTP application. Each audience has its own router (``api/routers``); add new ones in
+:data:`ROUTERS` or with ``app.include_router`` on the result of :func:`create_app`."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import APIRouter, FastAPI
+
+from api.errors import install as install_error_handlers
+from api.routers import (
+    callbacks,
+    catalogue,
+    finance,
+    finance_pages,
+    health,
+    notices,
+    portal,
+    receipts,
+)
+from api.runtime import Runtime, get_runtime
+from api.security import RateLimiter
+from clearing.payments.service import PaymentContext
+from clearing.payments.wiring import build_payment_context
+from gateways.options import GATEWAY_NAMES
+from gateways.simulators import create_simulator
+from notices.privacy import PayerVault
+
+ROUTERS: tuple[APIRouter, ...] = (
+    notices.router, catalogue.router, callbacks.router, portal.router, receipts.router,
+    finance.router, finance_pages.router, health.router,
+)
+#: Payment-code look-ups per client: 20 a minute (against enumeration of codes).
+LOOKUPS_PER_MINUTE = 20
+
+
+def create_app(runtime: Runtime | None = None, *, payments: PaymentContext | None = None,
+               simulators: bool | None = None,
+               simulator_client: httpx.Client | None = None) -> FastAPI:
+    """Build the app on ``runtime`` (default: the process runtime from the environment).
+
+    ``payments`` is the gateways/router context (default: built from the settings).
+    ``simulators`` mounts the gateway simulators under ``/sim/<name>`` (default: everywhere but
+    production); ``simulator_client`` is how they send notifies (default: real HTTP).
+    """
+    runtime = runtime or get_runtime()
+    app = FastAPI(
+        title="feishui",
+        summary="Payment clearing for government non-tax revenue",
+        version="0.1.0",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.runtime = runtime
+    app.state.vault = PayerVault.from_settings(runtime.settings)
+    app.state.payments = payments or build_payment_context(runtime)
+    app.state.lookup_limiter = RateLimiter(LOOKUPS_PER_MINUTE, 60)
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    if simulators if simulators is not None else runtime.settings.env != "production":
+        for name in GATEWAY_NAMES:
+            app.mount(f"/sim/{name}", create_simulator(name, runtime.settings,
+                                                       notify_client=simulator_client))
+    return app
