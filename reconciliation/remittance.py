@@ -1,0 +1,256 @@
+"""Daily remittance of collected money to the treasuries (Dr treasury_payable / Cr fiscal_bank).
+
+**Settled** (what a day's remittance covers): payments *captured* on the business date D (the
+capture entry's business date; attempt state ``succeeded``; duplicates are owed back to payers
+and never remitted) through a gateway whose settlement entry for D is posted in the journal
+(idempotency key ``settle:<gateway>:<YYYYMMDD>``, as ``reconciliation.service`` posts it
+when the bank statement shows the gateway's settlement credit; a re-posted, corrected
+settlement counts, a reversed one does not). Money of a
+gateway that has not settled D yet stays in ``treasury_payable`` for a later remittance.
+
+One :class:`Remittance` per treasury and day, with a voucher of lines by revenue classification
+code (政府收支分类科目) and budget level, split from the notice items exactly as the capture
+split them (every fen conserved; :mod:`reconciliation.collected`). Preparing posts
+``remit:<treasury>:<D>``. Preparing again is idempotent: an existing (treasury, D) remittance is
+returned unchanged, never recomputed. States: ``prepared -> sent -> confirmed``, nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from clearing.errors import Conflict, NotFound, ValidationError
+from clearing.ledger.core import Entry, Posting
+from clearing.ledger.models import JournalEntry
+from clearing.ledger.service import LedgerService
+from clearing.money import format_fen
+from reconciliation.collected import CollectedLine, captures_on, collected_lines
+from reconciliation.models import Remittance
+from reconciliation.reports.safety import safe_text
+
+NEXT_STATE = {"sent": "prepared", "confirmed": "sent"}
+"""Target state -> the only state it can be reached from."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    remittance: Remittance
+    created: bool
+
+
+def settlement_entries(session: Session, day: date) -> dict[str, JournalEntry]:
+    """Gateway -> its live (not reversed) settlement entry for ``day``: key
+    ``settle:<gateway>:<YYYYMMDD>``, or that key with a suffix when a corrected bill re-posted
+    it (``reconciliation.service``)."""
+    stamps = (f"{day:%Y%m%d}", day.isoformat())
+    patterns = [f"settle:%:{d}" for d in stamps] + [f"settle:%:{d}:%" for d in stamps]
+    reversed_ids = select(JournalEntry.reverses_id).where(JournalEntry.reverses_id.is_not(None))
+    rows = session.scalars(
+        select(JournalEntry)
+        .where(
+            or_(*(JournalEntry.idempotency_key.like(p) for p in patterns)),
+            JournalEntry.reverses_id.is_(None),
+            JournalEntry.id.not_in(reversed_ids),
+        )
+        .order_by(JournalEntry.id)
+    )
+    out = {}
+    for row in rows:
+        parts = row.idempotency_key.split(":")
+        if len(parts) in (3, 4) and parts[2] in stamps:
+            out[parts[1]] = row
+    return out
+
+
+def _fiscal_account(settlements: dict[str, JournalEntry], given: str | None) -> str:
+    if given:
+        if not given.startswith("fiscal_bank:") or given == "fiscal_bank:":
+            raise ValidationError(
+                "fiscal_account must be fiscal_bank:<account>", field="fiscal_account"
+            )
+        return given
+    debited = {
+        p.account.code
+        for e in settlements.values()
+        for p in e.postings
+        if p.direction == "D" and p.account.code.startswith("fiscal_bank:")
+    }
+    if len(debited) != 1:
+        raise ValidationError(
+            "name the fiscal account to remit from: the settlements of the "
+            f"day credit {sorted(debited) or 'no fiscal account'}",
+            field="fiscal_account",
+        )
+    return debited.pop()
+
+
+def voucher_lines(lines: list[CollectedLine]) -> dict[str, list[dict[str, Any]]]:
+    """Treasury -> voucher lines ``{revenue_code, budget_level, amount (fen), payments}``."""
+    sums: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
+    orders: dict[str, dict[tuple[str, str], set[str]]] = defaultdict(lambda: defaultdict(set))
+    for line in lines:
+        key = (line.revenue_code, line.budget_level)
+        sums[line.treasury][key] += line.amount
+        orders[line.treasury][key].add(line.order_id)
+    return {
+        t: [
+            {
+                "revenue_code": rc,
+                "budget_level": bl,
+                "amount": fen,
+                "payments": len(orders[t][(rc, bl)]),
+            }
+            for (rc, bl), fen in sorted(by_key.items())
+        ]
+        for t, by_key in sorted(sums.items())
+    }
+
+
+def unsettled_gateways(session: Session, day: date, settled: set[str]) -> list[str]:
+    """Gateways with captures on ``day`` whose settlement for ``day`` is not posted (yet)."""
+    return sorted(
+        {a.gateway for a, _ in captures_on(session, day, states=("succeeded",))} - settled
+    )
+
+
+def prepare(
+    session: Session, day: date, username: str, *, fiscal_account: str | None = None
+) -> list[Prepared]:
+    """Prepare (once per treasury and day) the remittances of what was settled on ``day``."""
+    settlements = settlement_entries(session, day)
+    lines = collected_lines(session, day, states=("succeeded",), gateways=set(settlements))
+    vouchers = voucher_lines(lines)
+    if not vouchers:
+        return []
+    account = _fiscal_account(settlements, fiscal_account)
+    return [
+        _prepare_one(session, day, treasury, voucher, account, username)
+        for treasury, voucher in vouchers.items()
+    ]
+
+
+def _existing(session: Session, treasury: str, day: date) -> Remittance | None:
+    return session.scalar(
+        select(Remittance).where(Remittance.treasury == treasury, Remittance.business_date == day)
+    )
+
+
+def _prepare_one(
+    session: Session,
+    day: date,
+    treasury: str,
+    voucher: list[dict[str, Any]],
+    account: str,
+    username: str,
+) -> Prepared:
+    existing = _existing(session, treasury, day)
+    if existing is not None:
+        return Prepared(existing, False)
+    amount = sum(line["amount"] for line in voucher)
+    posted = LedgerService(session).post(
+        Entry(
+            idempotency_key=f"remit:{treasury}:{day.isoformat()}",
+            business_date=day,
+            description=f"Remittance to treasury {treasury} of {day.isoformat()}",
+            postings=(
+                Posting.debit(f"treasury_payable:{treasury}", amount),
+                Posting.credit(account, amount),
+            ),
+            metadata={"treasury": treasury, "lines": len(voucher)},
+            ref_type="remittance",
+            ref_id=f"{treasury}:{day.isoformat()}",
+        )
+    )
+    now = datetime.now(UTC)
+    row = Remittance(
+        treasury=treasury,
+        business_date=day,
+        amount=amount,
+        state="prepared",
+        voucher=voucher,
+        journal_entry_id=posted.id,
+        prepared_by=username,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:  # prepared concurrently: theirs stands (the entry was the same)
+        existing = _existing(session, treasury, day)
+        assert existing is not None
+        return Prepared(existing, False)
+    return Prepared(row, True)
+
+
+def get(session: Session, remittance_id: int, *, lock: bool = False) -> Remittance:
+    query = select(Remittance).where(Remittance.id == remittance_id)
+    row = session.scalar(query.with_for_update() if lock else query)
+    if row is None:
+        raise NotFound(f"remittance {remittance_id} does not exist")
+    return row
+
+
+def list_remittances(
+    session: Session,
+    *,
+    business_date: date | None = None,
+    state: str | None = None,
+    limit: int = 100,
+) -> list[Remittance]:
+    query = select(Remittance).order_by(Remittance.business_date.desc(), Remittance.treasury)
+    if business_date is not None:
+        query = query.where(Remittance.business_date == business_date)
+    if state is not None:
+        query = query.where(Remittance.state == state)
+    return list(session.scalars(query.limit(limit)))
+
+
+def advance(session: Session, remittance_id: int, target: str) -> Remittance:
+    """Move to ``sent`` or ``confirmed``; repeating the current state is a no-op."""
+    row = get(session, remittance_id, lock=True)
+    if row.state == target:
+        return row
+    if NEXT_STATE.get(target) != row.state:
+        raise Conflict(f"remittance {remittance_id} is {row.state}; it cannot become {target}")
+    row.state, row.updated_at = target, datetime.now(UTC)
+    session.flush()
+    return row
+
+
+def voucher_csv(row: Remittance) -> str:
+    """The remittance voucher file: one line per revenue code and budget level, then the total.
+
+    Columns: treasury, business_date, revenue_code, budget_level, amount (yuan), payments.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(
+        ["treasury", "business_date", "revenue_code", "budget_level", "amount", "payments"]
+    )
+    for line in row.voucher:
+        writer.writerow(
+            [
+                safe_text(row.treasury),
+                row.business_date.isoformat(),
+                safe_text(line["revenue_code"]),
+                safe_text(line["budget_level"]),
+                format_fen(line["amount"]),
+                line["payments"],
+            ]
+        )
+    total = sum(line["amount"] for line in row.voucher)
+    assert total == row.amount, "a voucher always adds up to its remittance"
+    writer.writerow(
+        [safe_text(row.treasury), row.business_date.isoformat(), "TOTAL", "", format_fen(total), ""]
+    )
+    return out.getvalue()
