@@ -51,5 +51,5 @@ def _handle(request: Request, gateway: str, adapter, raw: RawRequest) -> bool:  
     eseal = request.app.state.payments.eseal
     outcome = run_in_transaction(
         sessions, lambda s: apply_result(s, result, source="notify", eseal=eseal))
-    after_commit(outcome)
+    after_commit(outcome, sessions, request.app.state.payments)
     return outcome.acknowledged

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from clearing.config import get_settings
 from clearing.db import run_in_transaction
 from clearing.jobs import enqueue
 from clearing.payments import refunds
@@ -44,7 +45,7 @@ def query_attempt(sessions: sessionmaker[Session], ctx: PaymentContext, order_id
     ctx.router.success(gateway)
     outcome = run_in_transaction(sessions, lambda s: apply_result(
         s, answer, source="query", now=now, eseal=ctx.eseal))
-    after_commit(outcome)
+    after_commit(outcome, sessions, ctx)
     run_in_transaction(sessions, lambda s: expire_if_due(s, order_id, answer, now))
     return outcome
 
@@ -80,10 +81,20 @@ def _state_and_gateway(session: Session, order_id: str) -> tuple[str, str]:
     return attempt.state, attempt.gateway
 
 
-def after_commit(outcome: CaptureOutcome) -> None:
+def after_commit(outcome: CaptureOutcome, sessions: sessionmaker[Session],
+                 ctx: PaymentContext) -> None:
     """Work that follows a committed capture: the automatic refund of a duplicate payment."""
     if outcome.refund_id is not None:
-        enqueue(process_refund_job, outcome.refund_id, queue="default")
+        submit_refund(sessions, ctx, outcome.refund_id)
+
+
+def submit_refund(sessions: sessionmaker[Session], ctx: PaymentContext, refund_pk: int) -> None:
+    """Process a committed refund: on an RQ worker when Redis is configured, else right here
+    with the caller's own sessions and gateways."""
+    if get_settings().redis_url:
+        enqueue(process_refund_job, refund_pk, queue="default")
+    else:
+        refunds.process_refund(sessions, ctx.gateways.__getitem__, refund_pk)
 
 
 # job entry points (RQ or in-process) ---------------------------------------------------------

@@ -29,7 +29,7 @@ from gateways.options import GATEWAY_NAMES
 from gateways.registry import build_gateways
 from gateways.simulators import create_simulator
 from notices import catalogue
-from notices.departments import create_department
+from notices.departments import SCOPES, add_key, create_department
 from notices.receipts import ESeal
 from notices.service import today_in_shanghai
 from tests.e2e.gateway_harness import install_keys
@@ -79,7 +79,12 @@ def platform(db, tmp_path, gateway_pems):
                 retry_delays=(0, 0, 0)))
         with transaction(db.sessions) as s:
             catalogue.seed(s, catalogue.load_seed())
-            key = create_department(s, "成都市公安局交通管理局", "510100", "police").full
+            key = create_department(s, "成都市公安局交通管理局", "510100", "police",
+                                    scopes=SCOPES).full
+            client.keys = {"police": key,
+                           "other": create_department(s, "四川大学", "510100", "school",
+                                                      scopes=SCOPES).full,
+                           "no_refunds": add_key(s, "成都市公安局交通管理局").full}
         notice = client.post("/v1/notices", headers={"Authorization": f"Bearer {key}"}, json={
             "kind": "traffic_fine", "payer": {"name": "张小三", "id_number": "11010519491231002X"},
             "items": [{"item_code": "TF-RED-LIGHT"}],
@@ -203,3 +208,33 @@ def test_portal_pages(db, platform):
     assert "Total due today" in english.text
     no_csrf = client.post(f"/pay/{code}/checkout", data={"channel": "wallet"})
     assert no_csrf.status_code == 403
+
+
+def test_department_refunds_a_paid_notice(db, platform):
+    client, notice = platform("alipay")
+    order_id = open_gateway(client, notice["payment_code"], "wallet")
+    act(client, "alipay", order_id, "pay")
+    url = f"/v1/notices/{notice['id']}/refunds"
+
+    def auth(who):
+        return {"Authorization": f"Bearer {client.keys[who]}"}
+
+    body = {"amount": "60.00", "reason": "复议减免", "refund_amount_available": "200.00"}
+    assert client.post(url, json=body, headers=auth("no_refunds")).status_code == 403
+    assert client.post(url, json=body, headers=auth("other")).status_code == 404
+    first = client.post(url, json=body, headers=auth("police"))
+    assert first.status_code == 201, first.text
+    again = client.post(url, json=body, headers=auth("police"))  # a retry: the figure is stale
+    assert again.status_code == 412
+    listed = client.get(url, headers=auth("police")).json()
+    assert listed["refund_amount_available"] == "140.00"
+    assert [r["state"] for r in listed["refunds"]] == ["succeeded"]  # processed after commit
+    too_much = {"amount": "140.01", "reason": "x"}
+    assert client.post(url, json=too_much, headers=auth("police")).status_code == 422
+    rest = {"amount": "140.00", "reason": "撤销处罚", "refund_amount_available": "140.00"}
+    assert client.post(url, json=rest, headers=auth("police")).status_code == 201
+    status = client.get(f"/v1/notices/{notice['id']}", headers=auth("police")).json()["status"]
+    assert status == "refunded"
+    entries, balances = ledger(db)
+    assert entries == 3 and balances["gateway_clearing:alipay"] == 0
+    assert balances["treasury_payable:510100-city"] == 0

@@ -307,9 +307,6 @@ def test_duplicate_found_by_query_is_refunded_after_commit(db, ctx, gateways, no
     from clearing.payments.tasks import query_attempt
 
     monkeypatch.delenv("FEISHUI_REDIS_URL", raising=False)
-    monkeypatch.setattr("clearing.payments.wiring.get_payment_context", lambda: ctx)
-    monkeypatch.setattr("clearing.runtime.get_runtime",
-                        lambda: type("R", (), {"sessions": db.sessions})())
     _, _, code = notice
     a, b = start(db, ctx, code), start(db, ctx, code, "bank")
     apply(db, gateways["alipay"].pay(a.order_id, PAID_AT))
