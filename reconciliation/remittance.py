@@ -33,6 +33,7 @@ from clearing.ledger.core import Entry, Posting
 from clearing.ledger.models import JournalEntry
 from clearing.ledger.service import LedgerService
 from clearing.money import format_fen
+from clearing.split import allocate
 from reconciliation.collected import CollectedLine, captures_on, collected_lines
 from reconciliation.models import Remittance
 from reconciliation.reports.safety import safe_text
@@ -132,10 +133,22 @@ def prepare(
     if not vouchers:
         return []
     account = _fiscal_account(settlements, fiscal_account)
-    return [
+    prepared = (
         _prepare_one(session, day, treasury, voucher, account, username)
         for treasury, voucher in vouchers.items()
-    ]
+    )
+    return [p for p in prepared if p is not None]
+
+
+def _cap(voucher: list[dict[str, Any]], owed: int) -> list[dict[str, Any]]:
+    """Never remit more than the treasury is owed now: refunds already paid back out of what it
+    collected reduce the voucher, in proportion to its lines (every fen accounted for)."""
+    collected = sum(line["amount"] for line in voucher)
+    if owed >= collected:
+        return voucher
+    keep = allocate(max(owed, 0), {str(i): line["amount"] for i, line in enumerate(voucher)})
+    return [{**line, "amount": keep[str(i)], "refunded": line["amount"] - keep[str(i)]}
+            for i, line in enumerate(voucher)]
 
 
 def _existing(session: Session, treasury: str, day: date) -> Remittance | None:
@@ -151,11 +164,14 @@ def _prepare_one(
     voucher: list[dict[str, Any]],
     account: str,
     username: str,
-) -> Prepared:
+) -> Prepared | None:
     existing = _existing(session, treasury, day)
     if existing is not None:
         return Prepared(existing, False)
+    voucher = _cap(voucher, LedgerService(session).balance(f"treasury_payable:{treasury}"))
     amount = sum(line["amount"] for line in voucher)
+    if amount <= 0:
+        return None
     posted = LedgerService(session).post(
         Entry(
             idempotency_key=f"remit:{treasury}:{day.isoformat()}",
