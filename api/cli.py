@@ -1,4 +1,5 @@
-"""``feishui``: the command line. Each feature adds its commands with a ``register`` function.
+"""``feishui``: the command line. Each feature's commands live in ``api/commands/<name>.py``
+and add themselves to the parser with a ``register`` function.
 
 Errors are one line on stderr and a non-zero exit (2 for bad input, 1 otherwise), never a
 traceback.
@@ -8,44 +9,34 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from api.commands import (
+    db,
+    demo,
+    finance,
+    ledger,
+    notices,
+    receipts,
+    reconcile,
+    serve,
+    statements,
+    webhooks,
+    workers,
+)
 from clearing.errors import FeishuiError
 
-Register = Callable[[argparse._SubParsersAction], None]
-
-
-def _registrars() -> list[Register]:
-    from api.commands import db as db_cmd
-    from api.commands import workers
-
-    registrars: list[Register] = [db_cmd.register, workers.register]
-    for module in _optional_modules():
-        registrars.append(module.register)
-    return registrars
-
-
-def _optional_modules() -> list:  # type: ignore[type-arg]
-    """Command modules of features that have landed (each defines ``register``)."""
-    import importlib
-
-    names = ["api.commands.ledger", "api.commands.notices", "api.commands.demo",
-             "api.commands.serve"]
-    modules = []
-    for name in names:
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return modules
+#: Order matters where one module extends another's command (webhooks adds `department webhook`).
+COMMANDS = (db, ledger, notices, receipts, statements, reconcile, finance, webhooks, serve,
+            workers, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="feishui", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="feishui", description="Payment clearing for government non-tax revenue (非税).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in _registrars():
-        register(sub)
+    for module in COMMANDS:
+        module.register(sub)
     return parser
 
 
@@ -59,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if exc.status < 500 else 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
+    except Exception as exc:  # the CLI promises one line, never a traceback
         print(f"feishui: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
