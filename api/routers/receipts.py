@@ -170,6 +170,9 @@ td.n,th.n{text-align:right}
 .bad{color:#b01e23;border:2px solid #b01e23;padding:8px 12px;font-weight:bold}
 .muted{color:#6c757d;font-size:.9em}
 a{color:#0b5ed7}
+td{overflow-wrap:anywhere} td.n{overflow-wrap:normal;white-space:nowrap}
+@media (max-width:480px){
+body{padding:8px} main{padding:16px 12px} h1{font-size:1.6em;letter-spacing:.05em}}
 """
 
 NOT_FOUND_PAGE = f"""<!doctype html>
