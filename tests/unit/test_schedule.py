@@ -14,3 +14,9 @@ def test_every_recurring_job_resolves():
         assert callable(job.resolve()), job.func_path
         assert job.queue in QUEUES
         assert croniter.is_valid(job.cron)
+
+
+def test_submitted_refunds_are_swept_every_five_minutes():
+    sweep = next(j for j in recurring_jobs()
+                 if j.func_path == "clearing.payments.tasks.process_submitted_refunds_job")
+    assert (sweep.queue, sweep.cron) == ("default", "*/5 * * * *")
