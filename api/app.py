@@ -7,6 +7,8 @@ import httpx
 from fastapi import APIRouter, FastAPI
 
 from api.errors import install as install_error_handlers
+from api.observability import install_observability
+from api.ratelimit import install_rate_limit
 from api.routers import (
     callbacks,
     catalogue,
@@ -16,9 +18,11 @@ from api.routers import (
     notices,
     portal,
     receipts,
+    refunds,
 )
 from api.runtime import Runtime, get_runtime
 from api.security import RateLimiter
+from api.security_headers import install_security_headers
 from clearing.payments.service import PaymentContext
 from clearing.payments.wiring import build_payment_context
 from gateways.options import GATEWAY_NAMES
@@ -26,7 +30,8 @@ from gateways.simulators import create_simulator
 from notices.privacy import PayerVault
 
 ROUTERS: tuple[APIRouter, ...] = (
-    notices.router, catalogue.router, callbacks.router, portal.router, receipts.router,
+    notices.router, refunds.router, catalogue.router, callbacks.router, portal.router,
+    receipts.router,
     finance.router, finance_pages.router, health.router,
 )
 #: Payment-code look-ups per client: 20 a minute (against enumeration of codes).
@@ -57,6 +62,9 @@ def create_app(runtime: Runtime | None = None, *, payments: PaymentContext | Non
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_security_headers(app)
+    install_rate_limit(app)
+    install_observability(app)  # after the routes: it adds /metrics and times every route
     if simulators if simulators is not None else runtime.settings.env != "production":
         for name in GATEWAY_NAMES:
             app.mount(f"/sim/{name}", create_simulator(name, runtime.settings,

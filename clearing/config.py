@@ -9,6 +9,7 @@ missing, empty, or one of those generated development values, and names the sett
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import secrets
@@ -43,6 +44,20 @@ class Settings(BaseSettings):
     region_code: str = "510000"
     public_base_url: str = "http://127.0.0.1:8000"
     sql_echo: bool = False
+    #: Per-gateway options (alipay, wechatpay, unionpay): base_url (default
+    #: ``{public_base_url}/sim/<name>``), merchant_id, appid, fee_rate. See docs/gateways.md.
+    gateway_options: dict[str, dict[str, str]] = Field(default_factory=dict)
+    #: WeChat Pay API v3 key (32 ASCII characters); development generates one under var/keys/.
+    wechatpay_api_v3_key: str = ""
+    #: PEM text of retired e-seal public keys (one or more blocks): receipts they signed still
+    #: verify after the e-seal key is rotated. Public keys, not secrets.
+    eseal_old_public_keys: str = ""
+    #: Per-API-key request rate, "<requests>/<period>" such as "100/1s" or "600/1m"; empty
+    #: disables the limit. Each API process limits on its own.
+    api_rate: str = "100/1s"
+    #: Root log level, and JSON lines (true) or plain text (false) on stderr.
+    log_level: str = "INFO"
+    log_json: bool = True
     dev_secrets: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     def effective_database_url(self) -> str:
@@ -63,12 +78,24 @@ class Settings(BaseSettings):
     def _dev_secret(self, name: str) -> str:
         path = self.var_dir / "dev-secrets.json"
         stored = json.loads(path.read_text()) if path.exists() else {}
-        if name not in stored:
-            stored[name] = _generate(name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(stored, indent=2))
-            os.chmod(path, 0o600)
-        return stored[name]
+        if name in stored:
+            return stored[name]
+        # Why the lock and the atomic replace: several processes (gunicorn workers) start at
+        # once; without them one reads a half-written file, or two generate different secrets.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_suffix(".lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            stored = json.loads(path.read_text()) if path.exists() else {}
+            if name not in stored:
+                stored[name] = _generate(name)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(stored, indent=2))
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, path)
+            return stored[name]
+        finally:
+            os.close(fd)
 
     def check_production(self) -> None:
         """Refuse unsafe production settings, naming each one."""

@@ -3,15 +3,20 @@
 Jobs take ids and dates only, never ORM objects, and every job body is idempotent, so a retry or
 a second delivery changes nothing. Enqueue only after the transaction that made the work visible
 has committed.
+
+On RQ, each job runs through :func:`run_with_context`, which carries the enqueuing request's id
+into the job's logs (and its ``meta``), stamps the job id, and counts failures by queue.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from clearing import logs, metrics
 from clearing.config import get_settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +43,31 @@ def enqueue(func: Callable[..., Any], *args: Any, queue: str = "default") -> str
         return None
     from rq import Queue, Retry
 
+    request_id = logs.current_request_id()
     job = Queue(queue, connection=redis_connection(url)).enqueue(
-        func, *args, retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS))
+        run_with_context, func_path(func), request_id, *args,
+        retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS),
+        meta={"request_id": request_id})
     log.info("enqueued %s on %s as %s", func.__name__, queue, job.id)
     return job.id
+
+
+def func_path(func: Callable[..., Any]) -> str:
+    """``module.name`` of an importable function."""
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def run_with_context(path: str, request_id: str | None, *args: Any) -> Any:
+    """Run the function at ``path`` with the enqueuing request's id and this job's id set for
+    logging; count a failure against the job's queue, then let RQ retry it."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    module, _, name = path.rpartition(".")
+    func = getattr(importlib.import_module(module), name)
+    with logs.bound(request_id, job.id if job else None):
+        try:
+            return func(*args)
+        except Exception:
+            metrics.job_failures.labels(queue=job.origin if job else "inline").inc()
+            raise

@@ -15,6 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.set_defaults(func=_upgrade)
     ck = dbsub.add_parser("check", help="fail if the models and the migrations disagree")
     ck.set_defaults(func=_check)
+    rk = dbsub.add_parser("reencrypt-pii", help="re-encrypt payers' personal data under the "
+                          "first key of FEISHUI_PII_KEYS (after a rotation; idempotent)")
+    rk.add_argument("--batch", type=int, default=500, help="notices per transaction")
+    rk.set_defaults(func=_reencrypt_pii)
 
 
 def _upgrade(_args: argparse.Namespace) -> int:
@@ -34,3 +38,10 @@ def _safe(url: str) -> str:
     from sqlalchemy import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _reencrypt_pii(args: argparse.Namespace) -> int:
+    from clearing.pii_rotation import reencrypt_notices
+
+    print(f"re-encrypted {reencrypt_notices(args.batch)} notice(s) under the primary PII key")
+    return 0

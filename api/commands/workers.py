@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 from clearing.config import get_settings
 from clearing.errors import ConfigurationError
-from clearing.jobs import QUEUES, redis_connection
+from clearing.jobs import QUEUES, redis_connection, run_with_context
+from clearing.logs import configure_logging
 from clearing.schedule import SHANGHAI_TZ, recurring_jobs
 
 
@@ -30,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _worker(args: argparse.Namespace) -> int:
     from rq import SimpleWorker, Worker
 
-    url = get_settings().redis_url
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    url = settings.redis_url
     if not url:
         raise ConfigurationError("feishui worker needs FEISHUI_REDIS_URL; without it jobs run "
                                  "in-process and no worker is needed")
@@ -53,13 +56,17 @@ def _scheduler(args: argparse.Namespace) -> int:
         for job in jobs:
             print(f"{job.cron:<12} {job.queue:<15} {job.func_path}  # {job.what}")
         return 0
-    url = get_settings().redis_url
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    url = settings.redis_url
     if url:
         from rq.cron import CronScheduler
 
         scheduler = CronScheduler(connection=redis_connection(url))
         for job in jobs:
-            scheduler.register(job.resolve(), queue_name=job.queue, cron=job.cron)
+            job.resolve()  # fail now, not at 02:30, if a job's path is wrong
+            scheduler.register(run_with_context, queue_name=job.queue, cron=job.cron,
+                               args=(job.func_path, None), name=job.func_path)
         scheduler.start()
         return 0
     return _run_inline(jobs)
