@@ -30,17 +30,27 @@ from gateways.simulators import create_simulator
 from notices.privacy import PayerVault
 
 ROUTERS: tuple[APIRouter, ...] = (
-    notices.router, refunds.router, catalogue.router, callbacks.router, portal.router,
+    notices.router,
+    refunds.router,
+    catalogue.router,
+    callbacks.router,
+    portal.router,
     receipts.router,
-    finance.router, finance_pages.router, health.router,
+    finance.router,
+    finance_pages.router,
+    health.router,
 )
 #: Payment-code look-ups per client: 20 a minute (against enumeration of codes).
 LOOKUPS_PER_MINUTE = 20
 
 
-def create_app(runtime: Runtime | None = None, *, payments: PaymentContext | None = None,
-               simulators: bool | None = None,
-               simulator_client: httpx.Client | None = None) -> FastAPI:
+def create_app(
+    runtime: Runtime | None = None,
+    *,
+    payments: PaymentContext | None = None,
+    simulators: bool | None = None,
+    simulator_client: httpx.Client | None = None,
+) -> FastAPI:
     """Build the app on ``runtime`` (default: the process runtime from the environment).
 
     ``payments`` is the gateways/router context (default: built from the settings).
@@ -67,6 +77,8 @@ def create_app(runtime: Runtime | None = None, *, payments: PaymentContext | Non
     install_observability(app)  # after the routes: it adds /metrics and times every route
     if simulators if simulators is not None else runtime.settings.env != "production":
         for name in GATEWAY_NAMES:
-            app.mount(f"/sim/{name}", create_simulator(name, runtime.settings,
-                                                       notify_client=simulator_client))
+            app.mount(
+                f"/sim/{name}",
+                create_simulator(name, runtime.settings, notify_client=simulator_client),
+            )
     return app

@@ -27,13 +27,25 @@ from api.commands import (
 from clearing.errors import FeishuiError
 
 #: Order matters where one module extends another's command (webhooks adds `department webhook`).
-COMMANDS = (db, ledger, notices, receipts, statements, reconcile, finance, webhooks, serve,
-            workers, demo)
+COMMANDS = (
+    db,
+    ledger,
+    notices,
+    receipts,
+    statements,
+    reconcile,
+    finance,
+    webhooks,
+    serve,
+    workers,
+    demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="feishui", description="Payment clearing for government non-tax revenue (非税).")
+        prog="feishui", description="Payment clearing for government non-tax revenue (非税)."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.register(sub)

@@ -39,8 +39,14 @@ class RateLimiter:
     buckets, dropping the least recently seen.
     """
 
-    def __init__(self, rate: int, per: float, *, max_clients: int = 100_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: int,
+        per: float,
+        *,
+        max_clients: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.rate, self.per, self.max_clients, self.clock = rate, per, max_clients, clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -63,10 +69,12 @@ class RateLimiter:
 
 
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; style-src 'self' "
-                                "'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
-                                "form-action 'self' http: https:; frame-ancestors 'none'; "
-                                "base-uri 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self' "
+        "'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
+        "form-action 'self' http: https:; frame-ancestors 'none'; "
+        "base-uri 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",

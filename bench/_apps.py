@@ -77,16 +77,23 @@ def bare_app() -> FastAPI:
     @app.post("/bare", status_code=201)
     def bare(body: dict[str, Any]) -> JSONResponse:
         with engine.begin() as conn:
-            new_id = conn.execute(insert, {"payload": json.dumps(body, ensure_ascii=False)}
-                                  ).scalar_one()
+            new_id = conn.execute(
+                insert, {"payload": json.dumps(body, ensure_ascii=False)}
+            ).scalar_one()
         return JSONResponse({"id": new_id}, status_code=201)
 
     @app.post("/bare/batch")
     def bare_batch(body: _Batch) -> JSONResponse:
         with engine.begin() as conn:
-            ids = list(conn.execute(text(
-                "SELECT nextval(pg_get_serial_sequence('bare_rows', 'id')) "
-                "FROM generate_series(1, :n)"), {"n": len(body.notices)}).scalars())
+            ids = list(
+                conn.execute(
+                    text(
+                        "SELECT nextval(pg_get_serial_sequence('bare_rows', 'id')) "
+                        "FROM generate_series(1, :n)"
+                    ),
+                    {"n": len(body.notices)},
+                ).scalars()
+            )
             driver = conn.connection.driver_connection
             with driver.cursor() as cur, cur.copy("COPY bare_rows (id, payload) FROM STDIN") as cp:
                 for id_, item in zip(ids, body.notices, strict=True):

@@ -57,31 +57,50 @@ def setup_database(url: str, extra_ddl: str = "") -> None:
 def machine(url: str) -> dict[str, Any]:
     with psycopg.connect(psycopg_dsn(url)) as c:
         pg = c.execute("SHOW server_version").fetchone()[0]
-        settings = dict(c.execute(
-            "SELECT name, setting FROM pg_settings WHERE name IN ('synchronous_commit', "
-            "'shared_buffers', 'max_connections', 'fsync')").fetchall())
+        settings = dict(
+            c.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('synchronous_commit', "
+                "'shared_buffers', 'max_connections', 'fsync')"
+            ).fetchall()
+        )
     import fastapi
     import sqlalchemy
     import uvicorn
-    versions = {"fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__,
-                "sqlalchemy": sqlalchemy.__version__, "psycopg": psycopg.__version__}
+
+    versions = {
+        "fastapi": fastapi.__version__,
+        "uvicorn": uvicorn.__version__,
+        "sqlalchemy": sqlalchemy.__version__,
+        "psycopg": psycopg.__version__,
+    }
     for mod in ("uvloop", "httptools"):
         try:
             versions[mod] = __import__(mod).__version__
         except ImportError:
             versions[mod] = "absent"
-    return {"nproc": os.cpu_count(), "pg": pg, "settings": settings,
-            "python": platform.python_version(), "load": os.getloadavg(), "versions": versions}
+    return {
+        "nproc": os.cpu_count(),
+        "pg": pg,
+        "settings": settings,
+        "python": platform.python_version(),
+        "load": os.getloadavg(),
+        "versions": versions,
+    }
 
 
 def bench_env(url: str, var_dir: Path, base_url: str) -> dict[str, str]:
     """The servers' environment: FEISHUI_* settings, quiet logs, the repo on the path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEISHUI_")}
-    env.update({
-        "FEISHUI_DATABASE_URL": url, "FEISHUI_VAR_DIR": str(var_dir),
-        "FEISHUI_ENV": "development", "FEISHUI_PUBLIC_BASE_URL": base_url,
-        "FEISHUI_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
-    })
+    env.update(
+        {
+            "FEISHUI_DATABASE_URL": url,
+            "FEISHUI_VAR_DIR": str(var_dir),
+            "FEISHUI_ENV": "development",
+            "FEISHUI_PUBLIC_BASE_URL": base_url,
+            "FEISHUI_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     return env
 
 
@@ -96,13 +115,35 @@ class Server:
 
     def __init__(self, factory: str, workers: int, env: dict[str, str], log: Path) -> None:
         self.factory, self.workers, self.port = factory, workers, free_port()
-        self.cmd = [str(Path(PYTHON).with_name("uvicorn")), "--factory",
-                    "--app-dir", str(ROOT), f"bench._apps:{factory}", "--host", "127.0.0.1",
-                    "--port", str(self.port), "--workers", str(workers), "--loop", "uvloop",
-                    "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+        self.cmd = [
+            str(Path(PYTHON).with_name("uvicorn")),
+            "--factory",
+            "--app-dir",
+            str(ROOT),
+            f"bench._apps:{factory}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
         self._log = open(log, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(self.cmd, env=env, cwd=ROOT, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, path: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -123,8 +164,12 @@ class Server:
         raise RuntimeError(f"{self.factory} not ready in {timeout} s")
 
     def worker_pids(self) -> list[int]:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
-                             capture_output=True, text=True, check=False).stdout
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
         return [int(p) for p in out.split()]
 
     def stop(self) -> None:
@@ -153,8 +198,13 @@ def servers(specs: list[tuple[str, int, str]], env: dict[str, str], log: Path): 
             server.stop()
 
 
-def http_request(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
-                 content_type: str = "application/json") -> bytes:
+def http_request(
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
     if body or method == "POST":
         lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
@@ -177,14 +227,17 @@ def cpu_seconds(pids: list[int]) -> float:
 def load(spec: dict[str, Any], server: Server | None = None) -> dict[str, Any]:
     """Run bench/_load.py with ``spec`` in a separate process; return its result (with the
     server's CPU seconds over the run when ``server`` is given)."""
-    pids = ([server.proc.pid, *server.worker_pids()] if server is not None else [])
+    pids = [server.proc.pid, *server.worker_pids()] if server is not None else []
     cpu0 = cpu_seconds(pids)
     with tempfile.TemporaryDirectory(prefix="feishui_load_") as tmp:
         spec_path, out_path = Path(tmp) / "spec.pickle", Path(tmp) / "out.pickle"
         spec_path.write_bytes(pickle.dumps(spec))
         t = time.monotonic()
-        subprocess.run([PYTHON, str(BENCH / "_load.py"), str(spec_path), str(out_path)],
-                       check=True, timeout=spec["duration"] + 600)
+        subprocess.run(
+            [PYTHON, str(BENCH / "_load.py"), str(spec_path), str(out_path)],
+            check=True,
+            timeout=spec["duration"] + 600,
+        )
         result = pickle.loads(out_path.read_bytes())
     result["wall"] = time.monotonic() - t
     result["server_cpu"] = cpu_seconds(pids) - cpu0
@@ -205,16 +258,26 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     for p in parts:
         for k, v in p["statuses"].items():
             statuses[k] = statuses.get(k, 0) + v
-    return {"answered": answered, "elapsed": elapsed, "rps": answered / elapsed if elapsed else 0,
-            "errors": sum(p["errors"] for p in parts), "statuses": statuses,
-            "error_samples": [e for p in parts for e in p["error_samples"]][:5],
-            "p50": pct(lat, 50), "p90": pct(lat, 90), "p99": pct(lat, 99),
-            "max": lat[-1] * 1000 if lat else float("nan"),
-            "rounds": [round(p["rps"]) for p in parts],
-            "late": sum(p.get("late", 0) for p in parts),
-            "cpu_ms": (1000 * sum(p.get("server_cpu", 0.0) for p in parts) / answered
-                       if answered else float("nan")),
-            "load1": max(p["load1"] for p in parts)}
+    return {
+        "answered": answered,
+        "elapsed": elapsed,
+        "rps": answered / elapsed if elapsed else 0,
+        "errors": sum(p["errors"] for p in parts),
+        "statuses": statuses,
+        "error_samples": [e for p in parts for e in p["error_samples"]][:5],
+        "p50": pct(lat, 50),
+        "p90": pct(lat, 90),
+        "p99": pct(lat, 99),
+        "max": lat[-1] * 1000 if lat else float("nan"),
+        "rounds": [round(p["rps"]) for p in parts],
+        "late": sum(p.get("late", 0) for p in parts),
+        "cpu_ms": (
+            1000 * sum(p.get("server_cpu", 0.0) for p in parts) / answered
+            if answered
+            else float("nan")
+        ),
+        "load1": max(p["load1"] for p in parts),
+    }
 
 
 def pct(sorted_values: list[float], p: float) -> float:
@@ -224,17 +287,26 @@ def pct(sorted_values: list[float], p: float) -> float:
     return sorted_values[i] * 1000
 
 
-def header(title: str, began, took: float, info: dict[str, Any], argv: list[str],  # type: ignore[no-untyped-def]
-           script: str) -> list[str]:
+def header(
+    title: str,
+    began,
+    took: float,
+    info: dict[str, Any],
+    argv: list[str],  # type: ignore[no-untyped-def]
+    script: str,
+) -> list[str]:
     settings = ", ".join(f"{k}={v}" for k, v in sorted(info["settings"].items()))
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     return [
-        f"## {title}", "",
+        f"## {title}",
+        "",
         f"Run {began:%Y-%m-%d %H:%M} UTC, {took:.0f} s in all; {info['nproc']} CPUs; PostgreSQL "
         f"{info['pg']} ({settings}), same host, TCP 127.0.0.1; Python {info['python']}; "
         f"{versions}; load average before the run {info['load'][0]:.2f} / {info['load'][1]:.2f} "
-        f"/ {info['load'][2]:.2f}.", "",
-        "Command: `" + " ".join([".venv/bin/python", script, *argv]) + "`", "",
+        f"/ {info['load'][2]:.2f}.",
+        "",
+        "Command: `" + " ".join([".venv/bin/python", script, *argv]) + "`",
+        "",
     ]
 
 

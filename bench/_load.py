@@ -107,6 +107,7 @@ async def run(spec: dict) -> dict:
     deadline = t_first + duration
 
     if spec["mode"] == "closed":
+
         async def loop(conn: Conn) -> None:
             nonlocal t_last
             while time.perf_counter() < deadline:
@@ -163,9 +164,16 @@ async def run(spec: dict) -> dict:
         await asyncio.gather(*tasks)
     for c in conns:
         c.close()
-    return {"latencies": lat, "sent": counters["sent"], "answered": len(lat),
-            "errors": counters["errors"], "error_samples": errors, "statuses": dict(statuses),
-            "elapsed": t_last - t_first, "late": counters["late"]}
+    return {
+        "latencies": lat,
+        "sent": counters["sent"],
+        "answered": len(lat),
+        "errors": counters["errors"],
+        "error_samples": errors,
+        "statuses": dict(statuses),
+        "elapsed": t_last - t_first,
+        "late": counters["late"],
+    }
 
 
 def main() -> None:

@@ -32,32 +32,58 @@ from clearing.ledger.repository import AccountRef, LedgerRepository, utcnow
 from clearing.ledger.service import LedgerService, PostedEntry
 
 _ENTRIES, _POSTINGS = JournalEntry.__table__, PostingRow.__table__
-INSERT_ENTRY = (postgresql.insert(_ENTRIES)
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                .returning(_ENTRIES.c.id))
+INSERT_ENTRY = (
+    postgresql.insert(_ENTRIES)
+    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    .returning(_ENTRIES.c.id)
+)
 INSERT_POSTINGS = insert(_POSTINGS)
 
 
 class CoreRepository(LedgerRepository):
-    def insert_entry(self, entry: Entry, created_at, content_hash: str,  # type: ignore[no-untyped-def]
-                     accounts: dict[str, AccountRef]) -> int | None:
-        entry_id = self.session.execute(INSERT_ENTRY, {
-            "idempotency_key": entry.idempotency_key, "business_date": entry.business_date,
-            "created_at": created_at, "description": entry.description,
-            "metadata": dict(entry.metadata), "ref_type": entry.ref_type, "ref_id": entry.ref_id,
-            "reverses_id": entry.reverses_id, "content_hash": content_hash}).scalar()
+    def insert_entry(
+        self,
+        entry: Entry,
+        created_at,
+        content_hash: str,  # type: ignore[no-untyped-def]
+        accounts: dict[str, AccountRef],
+    ) -> int | None:
+        entry_id = self.session.execute(
+            INSERT_ENTRY,
+            {
+                "idempotency_key": entry.idempotency_key,
+                "business_date": entry.business_date,
+                "created_at": created_at,
+                "description": entry.description,
+                "metadata": dict(entry.metadata),
+                "ref_type": entry.ref_type,
+                "ref_id": entry.ref_id,
+                "reverses_id": entry.reverses_id,
+                "content_hash": content_hash,
+            },
+        ).scalar()
         if entry_id is None:
             return None
-        self.session.execute(INSERT_POSTINGS, [
-            {"entry_id": entry_id, "account_id": accounts[p.account].id,
-             "direction": p.direction.value, "amount": p.amount, "currency": p.currency}
-            for p in entry.postings])
+        self.session.execute(
+            INSERT_POSTINGS,
+            [
+                {
+                    "entry_id": entry_id,
+                    "account_id": accounts[p.account].id,
+                    "direction": p.direction.value,
+                    "amount": p.amount,
+                    "currency": p.currency,
+                }
+                for p in entry.postings
+            ],
+        )
         return entry_id
 
 
 class CoreLedgerService(LedgerService):
     def __init__(self, session: Session) -> None:
         self.repo = CoreRepository(session)
+
 
 POST_SQL = """
 WITH e AS (
@@ -79,11 +105,21 @@ SELECT id FROM e
 
 def _params(entry: Entry, accounts: dict[str, AccountRef], created_at, content_hash: str):  # type: ignore[no-untyped-def]
     ps = entry.postings
-    return (entry.idempotency_key, entry.business_date, created_at, entry.description,
-            json.dumps(dict(entry.metadata)), entry.ref_type, entry.ref_id, entry.reverses_id,
-            content_hash,
-            [accounts[p.account].id for p in ps], [p.direction.value for p in ps],
-            [p.amount for p in ps], [p.currency for p in ps])
+    return (
+        entry.idempotency_key,
+        entry.business_date,
+        created_at,
+        entry.description,
+        json.dumps(dict(entry.metadata)),
+        entry.ref_type,
+        entry.ref_id,
+        entry.reverses_id,
+        content_hash,
+        [accounts[p.account].id for p in ps],
+        [p.direction.value for p in ps],
+        [p.amount for p in ps],
+        [p.currency for p in ps],
+    )
 
 
 def _prepare(service: LedgerService, entry: Entry):  # type: ignore[no-untyped-def]

@@ -102,16 +102,16 @@ CREATE SEQUENCE {p}_postings_id_seq OWNED BY {p}_postings.id;
 ALTER TABLE {p}_postings ALTER COLUMN id SET DEFAULT nextval('{p}_postings_id_seq');
 ALTER TABLE {p}_postings ADD FOREIGN KEY (entry_id) REFERENCES {p}_entries (id);
 """
-NOTRIG_FK = ("ALTER TABLE notrig_postings ADD FOREIGN KEY (account_id) "
-             "REFERENCES ledger_accounts (id);")
+NOTRIG_FK = (
+    "ALTER TABLE notrig_postings ADD FOREIGN KEY (account_id) REFERENCES ledger_accounts (id);"
+)
 
 
 # -- the workload ---------------------------------------------------------------------------
 def make_legs(rng: random.Random, legs: int, layout: str) -> list[tuple[str, str, int]]:
     """One debit to a gateway clearing account, ``legs - 1`` credits to distinct treasuries."""
     debit = HOT if layout == "hot" else rng.choice(GATEWAYS)
-    credits = [(code, "C", rng.randint(100, 500_000))
-               for code in rng.sample(TREASURIES, legs - 1)]
+    credits = [(code, "C", rng.randint(100, 500_000)) for code in rng.sample(TREASURIES, legs - 1)]
     return [(debit, "D", sum(a for _, _, a in credits)), *credits]
 
 
@@ -142,17 +142,23 @@ def ledger_engine(url: str, kind: str, pool_size: int):  # type: ignore[no-untyp
     if kind in ("ledger", "ledger-core"):
         engine = make_engine(url, pool_size=pool_size)
     else:
-        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size,
-                               pool_pre_ping=False)
+        engine = create_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+        )
     with transaction(make_sessionmaker(engine)) as s:  # warm the per-engine account cache
         assert len(LedgerRepository(s).accounts(ACCOUNTS)) == len(ACCOUNTS)
     return engine
 
 
 def _entry(rng: random.Random, legs: int, layout: str, key: str, tag: str) -> Entry:
-    return Entry(idempotency_key=key, business_date=BUSINESS_DATE, description=f"payment {key}",
-                 postings=tuple(Posting(c, d, a) for c, d, a in make_legs(rng, legs, layout)),
-                 ref_type=tag, ref_id=key)
+    return Entry(
+        idempotency_key=key,
+        business_date=BUSINESS_DATE,
+        description=f"payment {key}",
+        postings=tuple(Posting(c, d, a) for c, d, a in make_legs(rng, legs, layout)),
+        ref_type=tag,
+        ref_id=key,
+    )
 
 
 def _timed_loop(res: Result, one: Callable[[int], None], go) -> None:  # type: ignore[no-untyped-def]
@@ -225,8 +231,9 @@ def one_rt_worker(url: str, shared: dict, spec: dict, wid: int, ready, go) -> di
     tag, legs, layout = spec["tag"], spec["legs"], spec["layout"]
     rnd = spec["round"]
     for i in range(6):
-        one_round_trip_post(conn, session,
-                            _entry(rng, legs, layout, f"warm-{tag}-{rnd}-{wid}-{i}", "warm"))
+        one_round_trip_post(
+            conn, session, _entry(rng, legs, layout, f"warm-{tag}-{rnd}-{wid}-{i}", "warm")
+        )
 
     def one(n: int) -> None:
         res.attempts += 1
@@ -244,11 +251,15 @@ def one_rt_worker(url: str, shared: dict, spec: dict, wid: int, ready, go) -> di
 def plain_inserter(conn, kind: str, rng: random.Random, legs: int, layout: str):  # type: ignore[no-untyped-def]
     """Baselines: psycopg, BEGIN; INSERT entry RETURNING id; INSERT postings; COMMIT."""
     e_table, p_table = TABLES.get(kind, ("journal_entries", "postings"))
-    ins_entry = (f"INSERT INTO {e_table} (idempotency_key, business_date, created_at, "
-                 "description, metadata, ref_type, ref_id, content_hash) "
-                 "VALUES (%s, %s, %s, %s, %s::json, %s, %s, %s) RETURNING id")
-    ins_posting = (f"INSERT INTO {p_table} (entry_id, account_id, direction, amount, currency) "
-                   "VALUES (%s, %s, %s, %s, %s)")
+    ins_entry = (
+        f"INSERT INTO {e_table} (idempotency_key, business_date, created_at, "
+        "description, metadata, ref_type, ref_id, content_hash) "
+        "VALUES (%s, %s, %s, %s, %s::json, %s, %s, %s) RETURNING id"
+    )
+    ins_posting = (
+        f"INSERT INTO {p_table} (entry_id, account_id, direction, amount, currency) "
+        "VALUES (%s, %s, %s, %s, %s)"
+    )
     with conn.cursor() as cur:
         cur.execute("SELECT code, id FROM ledger_accounts")
         ids = dict(cur.fetchall())
@@ -258,8 +269,19 @@ def plain_inserter(conn, kind: str, rng: random.Random, legs: int, layout: str):
         rows = make_legs(rng, legs, layout)
         try:
             with conn.cursor() as cur:
-                cur.execute(ins_entry, (key, BUSINESS_DATE, datetime.now(UTC), f"payment {key}",
-                                        "{}", ref_type, key, DUMMY_HASH))
+                cur.execute(
+                    ins_entry,
+                    (
+                        key,
+                        BUSINESS_DATE,
+                        datetime.now(UTC),
+                        f"payment {key}",
+                        "{}",
+                        ref_type,
+                        key,
+                        DUMMY_HASH,
+                    ),
+                )
                 eid = cur.fetchone()[0]
                 cur.executemany(ins_posting, [(eid, ids[c], d, a, "CNY") for c, d, a in rows])
             conn.commit()
@@ -289,17 +311,24 @@ def plain_worker(url: str, shared: dict, spec: dict, wid: int, ready, go) -> dic
     return res.as_dict()
 
 
-WORKERS = {"ledger": ledger_worker, "ledger-core": ledger_worker, "ledger-noping": ledger_worker,
-           "lean": ledger_worker, "lean-1rt": one_rt_worker}
+WORKERS = {
+    "ledger": ledger_worker,
+    "ledger-core": ledger_worker,
+    "ledger-noping": ledger_worker,
+    "lean": ledger_worker,
+    "lean-1rt": one_rt_worker,
+}
 for _k in ("plain-bare", "plain-schema", "plain-notrig", "plain-nofk"):
     WORKERS[_k] = plain_worker
 
 
 def _process_main(kind, url, spec, wid, ready_q, go_ev, times, out_q):  # type: ignore[no-untyped-def]
     try:
+
         def go() -> tuple[float, float]:
             go_ev.wait()
             return times[0], times[1]
+
         out_q.put(WORKERS[kind](url, {}, spec, wid, lambda: ready_q.put(wid), go))
     except BaseException as exc:
         ready_q.put(wid)
@@ -344,9 +373,12 @@ def run_cell(kind: str, url: str, spec: dict, writers: int, seconds: float, mode
         ctx = mp.get_context("fork")
         ready_q, out_q, go_ev = ctx.Queue(), ctx.Queue(), ctx.Event()
         times = ctx.Array("d", 2)
-        procs = [ctx.Process(target=_process_main,
-                             args=(kind, url, spec, w, ready_q, go_ev, times, out_q))
-                 for w in range(writers)]
+        procs = [
+            ctx.Process(
+                target=_process_main, args=(kind, url, spec, w, ready_q, go_ev, times, out_q)
+            )
+            for w in range(writers)
+        ]
         for p in procs:
             p.start()
         for _ in procs:
@@ -365,11 +397,16 @@ def run_cell(kind: str, url: str, spec: dict, writers: int, seconds: float, mode
     elapsed = max(r["t1"] for r in results) - min(r["t0"] for r in results)
     lat = sorted(x for r in results for x in r["lat"])
     return {
-        "kind": kind, "ok": ok, "errors": errors,
+        "kind": kind,
+        "ok": ok,
+        "errors": errors,
         "retries": sum(r["attempts"] for r in results) - ok - errors,
         "first_error": next((r["first_error"] for r in results if r["first_error"]), None),
-        "elapsed": elapsed, "eps": ok / elapsed if elapsed else 0.0,
-        "p50": _pct(lat, 50), "p99": _pct(lat, 99), "lat": lat,
+        "elapsed": elapsed,
+        "eps": ok / elapsed if elapsed else 0.0,
+        "p50": _pct(lat, 50),
+        "p99": _pct(lat, 99),
+        "lat": lat,
     }
 
 
@@ -377,12 +414,18 @@ def merge(parts: list[dict]) -> dict:
     """Rounds of one kind in one cell, as if one run: summed counts and time, merged latencies."""
     lat = sorted(x for p in parts for x in p["lat"])
     ok, elapsed = sum(p["ok"] for p in parts), sum(p["elapsed"] for p in parts)
-    return {"kind": parts[0]["kind"], "ok": ok, "elapsed": elapsed,
-            "errors": sum(p["errors"] for p in parts),
-            "retries": sum(p["retries"] for p in parts),
-            "first_error": next((p["first_error"] for p in parts if p["first_error"]), None),
-            "eps": ok / elapsed if elapsed else 0.0, "p50": _pct(lat, 50), "p99": _pct(lat, 99),
-            "rounds": [round(p["eps"]) for p in parts]}
+    return {
+        "kind": parts[0]["kind"],
+        "ok": ok,
+        "elapsed": elapsed,
+        "errors": sum(p["errors"] for p in parts),
+        "retries": sum(p["retries"] for p in parts),
+        "first_error": next((p["first_error"] for p in parts if p["first_error"]), None),
+        "eps": ok / elapsed if elapsed else 0.0,
+        "p50": _pct(lat, 50),
+        "p99": _pct(lat, 99),
+        "rounds": [round(p["eps"]) for p in parts],
+    }
 
 
 def _pct(values: list[float], p: int) -> float:
@@ -398,13 +441,17 @@ def check_cell(engine, kind: str, tag: str, legs: int, result: dict) -> list[str
     ok = result["ok"]
     problems = []
     with engine.connect() as conn:
-        entries = conn.execute(text(f"SELECT count(*) FROM {e_table} WHERE ref_type = :t"),
-                               {"t": tag}).scalar()
-        postings, debits, credits = conn.execute(text(
-            f"SELECT count(*), coalesce(sum(p.amount) FILTER (WHERE direction = 'D'), 0), "
-            f"coalesce(sum(p.amount) FILTER (WHERE direction = 'C'), 0) "
-            f"FROM {p_table} p JOIN {e_table} e ON e.id = p.entry_id WHERE e.ref_type = :t"),
-            {"t": tag}).one()
+        entries = conn.execute(
+            text(f"SELECT count(*) FROM {e_table} WHERE ref_type = :t"), {"t": tag}
+        ).scalar()
+        postings, debits, credits = conn.execute(
+            text(
+                f"SELECT count(*), coalesce(sum(p.amount) FILTER (WHERE direction = 'D'), 0), "
+                f"coalesce(sum(p.amount) FILTER (WHERE direction = 'C'), 0) "
+                f"FROM {p_table} p JOIN {e_table} e ON e.id = p.entry_id WHERE e.ref_type = :t"
+            ),
+            {"t": tag},
+        ).one()
     if entries != ok:
         problems.append(f"{kind}: {entries} entries stored, {ok} reported")
     if postings != ok * legs:
@@ -417,8 +464,9 @@ def check_cell(engine, kind: str, tag: str, legs: int, result: dict) -> list[str
             if not ledger.trial_balance().balanced or ledger._verify_totals():
                 problems.append(f"{kind}: the trial balance does not net to zero")
     if result["errors"]:
-        problems.append(f"{kind}: {result['errors']} errors reached the caller, first: "
-                        f"{result['first_error']}")
+        problems.append(
+            f"{kind}: {result['errors']} errors reached the caller, first: {result['first_error']}"
+        )
     return problems
 
 
@@ -448,16 +496,32 @@ def open_accounts(engine) -> None:  # type: ignore[no-untyped-def]
 def machine(url: str) -> dict:
     with psycopg.connect(psycopg_dsn(url)) as c:
         pg = c.execute("SHOW server_version").fetchone()[0]
-        settings = dict(c.execute(
-            "SELECT name, setting FROM pg_settings WHERE name IN ('synchronous_commit', "
-            "'shared_buffers', 'max_connections', 'fsync')").fetchall())
-    return {"nproc": os.cpu_count(), "pg": pg, "settings": settings,
-            "python": platform.python_version(), "load": os.getloadavg()}
+        settings = dict(
+            c.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('synchronous_commit', "
+                "'shared_buffers', 'max_connections', 'fsync')"
+            ).fetchall()
+        )
+    return {
+        "nproc": os.cpu_count(),
+        "pg": pg,
+        "settings": settings,
+        "python": platform.python_version(),
+        "load": os.getloadavg(),
+    }
 
 
 # -- the run --------------------------------------------------------------------------------
-def run_matrix(args, engine, mode: str, kinds, writers_list, log,  # type: ignore[no-untyped-def]
-               prefix: str = "m", seconds: float | None = None) -> list[dict]:
+def run_matrix(
+    args,
+    engine,
+    mode: str,
+    kinds,
+    writers_list,
+    log,  # type: ignore[no-untyped-def]
+    prefix: str = "m",
+    seconds: float | None = None,
+) -> list[dict]:
     """Every (legs, writers) pair: all kinds x both layouts interleave in ``--rounds`` rounds
     (order rotating per round), so that ledger/baseline and hot/spread are side by side."""
     rows = []
@@ -466,44 +530,67 @@ def run_matrix(args, engine, mode: str, kinds, writers_list, log,  # type: ignor
         for writers in writers_list:
             combos = [(k, lay) for k in kinds for lay in ("spread", "hot")]
             parts: dict[tuple[str, str], list[dict]] = {c: [] for c in combos}
-            tags = {(k, lay): f"{prefix}{mode[0]}{legs}l{writers}w{lay[0]}-{k}"
-                    for k, lay in combos}
+            tags = {
+                (k, lay): f"{prefix}{mode[0]}{legs}l{writers}w{lay[0]}-{k}" for k, lay in combos
+            }
             loads = []
             for rnd in range(args.rounds):
                 shift = (rnd * 5) % len(combos)
                 for kind, layout in combos[shift:] + combos[:shift]:
-                    spec = {"tag": tags[(kind, layout)], "legs": legs, "layout": layout,
-                            "seed": legs * 100 + writers * 10 + rnd, "round": rnd}
+                    spec = {
+                        "tag": tags[(kind, layout)],
+                        "legs": legs,
+                        "layout": layout,
+                        "seed": legs * 100 + writers * 10 + rnd,
+                        "round": rnd,
+                    }
                     parts[(kind, layout)].append(
-                        run_cell(kind, args.url, spec, writers, slice_s, mode))
+                        run_cell(kind, args.url, spec, writers, slice_s, mode)
+                    )
                 loads.append(os.getloadavg()[0])
             for layout in ("spread", "hot"):
-                row = {"legs": legs, "writers": writers, "layout": layout, "mode": mode,
-                       "problems": [], "load": sum(loads) / len(loads)}
+                row = {
+                    "legs": legs,
+                    "writers": writers,
+                    "layout": layout,
+                    "mode": mode,
+                    "problems": [],
+                    "load": sum(loads) / len(loads),
+                }
                 for kind in kinds:
                     row[kind] = r = merge(parts[(kind, layout)])
                     row["problems"] += check_cell(engine, kind, tags[(kind, layout)], legs, r)
-                log(f"  {mode:9} legs={legs} writers={writers} {layout:6} "
+                log(
+                    f"  {mode:9} legs={legs} writers={writers} {layout:6} "
                     f"load={row['load']:4.1f} "
-                    + "  ".join(f"{k}={row[k]['eps']:6.0f}/s p50={row[k]['p50']:5.1f}"
-                                f" p99={row[k]['p99']:6.1f}ms r={row[k]['retries']}"
-                                for k in kinds)
-                    + ("" if not row["problems"] else f"  PROBLEMS: {row['problems']}"))
+                    + "  ".join(
+                        f"{k}={row[k]['eps']:6.0f}/s p50={row[k]['p50']:5.1f}"
+                        f" p99={row[k]['p99']:6.1f}ms r={row[k]['retries']}"
+                        for k in kinds
+                    )
+                    + ("" if not row["problems"] else f"  PROBLEMS: {row['problems']}")
+                )
                 rows.append(row)
     return rows
 
 
 def _mode_line(mode: str) -> str:
-    return ("Writers as threads (one Python process, one GIL)." if mode == "threads"
-            else "Writers as processes (one Python process per writer, forked).")
+    return (
+        "Writers as threads (one Python process, one GIL)."
+        if mode == "threads"
+        else "Writers as processes (one Python process per writer, forked)."
+    )
 
 
 def render(rows: list[dict], mode: str) -> str:
-    out = [_mode_line(mode), "",
-           "| legs | writers | layout | ledger e/s | plain, no triggers e/s | ledger / plain "
-           "| plain, real schema e/s | ledger / plain-schema | ledger p50 / p99 ms "
-           "| plain p50 / p99 ms | retries | load | checks |",
-           "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    out = [
+        _mode_line(mode),
+        "",
+        "| legs | writers | layout | ledger e/s | plain, no triggers e/s | ledger / plain "
+        "| plain, real schema e/s | ledger / plain-schema | ledger p50 / p99 ms "
+        "| plain p50 / p99 ms | retries | load | checks |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         led, bare, sch = r["ledger"], r["plain-bare"], r["plain-schema"]
         out.append(
@@ -512,29 +599,51 @@ def render(rows: list[dict], mode: str) -> str:
             f"| {sch['eps']:,.0f} | {_ratio(led['eps'], sch['eps'])} "
             f"| {led['p50']:.1f} / {led['p99']:.1f} | {bare['p50']:.1f} / {bare['p99']:.1f} "
             f"| {led['retries']} | {r['load']:.1f} "
-            f"| {'ok' if not r['problems'] else '; '.join(r['problems'])} |")
-    out += ["", "Hot / spread, same legs and writers (target for the ledger: >= 0.8):", "",
-            "| legs | writers | ledger hot/spread | plain, no triggers hot/spread "
-            "| plain, real schema hot/spread |", "|---:|---:|---:|---:|---:|"]
+            f"| {'ok' if not r['problems'] else '; '.join(r['problems'])} |"
+        )
+    out += [
+        "",
+        "Hot / spread, same legs and writers (target for the ledger: >= 0.8):",
+        "",
+        "| legs | writers | ledger hot/spread | plain, no triggers hot/spread "
+        "| plain, real schema hot/spread |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     out += _hot_spread(rows, KINDS)
     return "\n".join(out) + "\n"
 
 
 def render_extras(rows: list[dict], mode: str, kinds) -> str:  # type: ignore[no-untyped-def]
-    out = [_mode_line(mode) + " Entries per second; in brackets the ratio to plain, no "
-           "triggers (plain-bare) of the same cell.", ""]
+    out = [
+        _mode_line(mode) + " Entries per second; in brackets the ratio to plain, no "
+        "triggers (plain-bare) of the same cell.",
+        "",
+    ]
     out += [f"- `{k}`: {LABELS[k]}" for k in kinds]
-    out += ["", "| legs | writers | layout | " + " | ".join(kinds) + " | checks |",
-            "|---:|---:|---|" + "---:|" * len(kinds) + "---|"]
+    out += [
+        "",
+        "| legs | writers | layout | " + " | ".join(kinds) + " | checks |",
+        "|---:|---:|---|" + "---:|" * len(kinds) + "---|",
+    ]
     for r in rows:
         base = r.get("plain-bare", {}).get("eps", 0.0)
-        cells = [f"{r[k]['eps']:,.0f}" + (f" ({_ratio(r[k]['eps'], base)})"
-                                          if base and k != "plain-bare" else "")
-                 for k in kinds]
-        out.append(f"| {r['legs']} | {r['writers']} | {r['layout']} | " + " | ".join(cells)
-                   + f" | {'ok' if not r['problems'] else '; '.join(r['problems'])} |")
-    out += ["", "Hot / spread:", "", "| legs | writers | " + " | ".join(kinds) + " |",
-            "|---:|---:|" + "---:|" * len(kinds)]
+        cells = [
+            f"{r[k]['eps']:,.0f}"
+            + (f" ({_ratio(r[k]['eps'], base)})" if base and k != "plain-bare" else "")
+            for k in kinds
+        ]
+        out.append(
+            f"| {r['legs']} | {r['writers']} | {r['layout']} | "
+            + " | ".join(cells)
+            + f" | {'ok' if not r['problems'] else '; '.join(r['problems'])} |"
+        )
+    out += [
+        "",
+        "Hot / spread:",
+        "",
+        "| legs | writers | " + " | ".join(kinds) + " |",
+        "|---:|---:|" + "---:|" * len(kinds),
+    ]
     out += _hot_spread(rows, kinds)
     return "\n".join(out) + "\n"
 
@@ -545,8 +654,11 @@ def _hot_spread(rows, kinds) -> list[str]:  # type: ignore[no-untyped-def]
     for (legs, writers, layout), r in by.items():
         h = by.get((legs, writers, "hot"))
         if layout == "spread" and h:
-            out.append(f"| {legs} | {writers} | "
-                       + " | ".join(_ratio(h[k]["eps"], r[k]["eps"]) for k in kinds) + " |")
+            out.append(
+                f"| {legs} | {writers} | "
+                + " | ".join(_ratio(h[k]["eps"], r[k]["eps"]) for k in kinds)
+                + " |"
+            )
     return out
 
 
@@ -565,8 +677,17 @@ def cpu_per_post(args, legs: int, n: int) -> dict[str, tuple[float, float, float
     """Sequential posts, one connection each kind: (wall, client CPU, server CPU) ms per post."""
     out = {}
     rng = random.Random(7 + legs)
-    for kind in ("plain-bare", "plain-nofk", "plain-notrig", "plain-schema", "lean-1rt", "lean",
-                 "ledger-core", "ledger-noping", "ledger"):
+    for kind in (
+        "plain-bare",
+        "plain-nofk",
+        "plain-notrig",
+        "plain-schema",
+        "lean-1rt",
+        "lean",
+        "ledger-core",
+        "ledger-noping",
+        "ledger",
+    ):
         tag = f"cpu{legs}-{kind}"
         if kind.startswith("plain"):
             conn = psycopg.connect(psycopg_dsn(args.url))
@@ -575,6 +696,7 @@ def cpu_per_post(args, legs: int, n: int) -> dict[str, tuple[float, float, float
 
             def one(key: str, insert=insert, tag=tag) -> None:  # type: ignore[no-untyped-def]
                 insert(key, tag)
+
             close = conn.close
         elif kind == "lean-1rt":
             engine = ledger_engine(args.url, "ledger-noping", 1)
@@ -600,6 +722,7 @@ def cpu_per_post(args, legs: int, n: int) -> dict[str, tuple[float, float, float
             def one(key: str, factory=factory, post=post, tag=tag) -> None:  # type: ignore[no-untyped-def]
                 entry = _entry(rng, legs, "spread", key, tag)
                 run_in_transaction(factory, lambda s: post(s, entry))
+
             close = engine.dispose
         for i in range(20):
             one(f"{tag}-warm-{i}")
@@ -654,11 +777,18 @@ def profile(args, log) -> str:  # type: ignore[no-untyped-def]
                 return fn(*a, **kw)
             finally:
                 spent[name] = spent.get(name, 0.0) + time.thread_time() - t
+
         return wrapper
 
     from clearing.ledger.repository import LedgerRepository as Repo
-    patches = [(Repo, "accounts"), (Repo, "insert_entry"), (Session, "commit"),
-               (Session, "close"), (core_mod, "content_hash")]
+
+    patches = [
+        (Repo, "accounts"),
+        (Repo, "insert_entry"),
+        (Session, "commit"),
+        (Session, "close"),
+        (core_mod, "content_hash"),
+    ]
     saved = [(obj, name, getattr(obj, name)) for obj, name in patches]
     split = {}
     for legs in args.legs:
@@ -695,42 +825,78 @@ def profile(args, log) -> str:  # type: ignore[no-untyped-def]
 
     ms = 1000 / n
     legs_list = list(args.legs)
-    lines = ["### Profile: one writer, no concurrency", "",
-             "Round trips of one 2-leg `LedgerService.post` in `run_in_transaction` "
-             "(libpq trace of the pooled connection; account cache warm):", ""]
+    lines = [
+        "### Profile: one writer, no concurrency",
+        "",
+        "Round trips of one 2-leg `LedgerService.post` in `run_in_transaction` "
+        "(libpq trace of the pooled connection; account cache warm):",
+        "",
+    ]
     lines += [f"{i}. {w}" for i, w in enumerate(wire, 1)]
-    lines += ["", f"Cost per post, {n} sequential posts per path on one connection: wall ms / "
-              "client CPU ms (this Python thread) / server CPU ms (its PostgreSQL backend, "
-              "/proc, 10 ms ticks):", "",
-              "| path | " + " | ".join(f"{legs} legs: wall / client / server"
-                                      for legs in legs_list) + " |",
-              "|---|" + "---:|" * len(legs_list)]
+    lines += [
+        "",
+        f"Cost per post, {n} sequential posts per path on one connection: wall ms / "
+        "client CPU ms (this Python thread) / server CPU ms (its PostgreSQL backend, "
+        "/proc, 10 ms ticks):",
+        "",
+        "| path | "
+        + " | ".join(f"{legs} legs: wall / client / server" for legs in legs_list)
+        + " |",
+        "|---|" + "---:|" * len(legs_list),
+    ]
     for kind in cpu[legs_list[0]]:
-        lines.append(f"| `{kind}` | " + " | ".join(
-            "{:.2f} / {:.2f} / {:.2f}".format(*cpu[legs][kind]) for legs in legs_list) + " |")
-    lines += ["", "Client CPU of the ledger path by layer (ms per post, `time.thread_time` in "
-              "wrappers; indented rows are part of the whole):", "",
-              "| layer | " + " | ".join(f"{legs} legs" for legs in legs_list) + " |",
-              "|---|" + "---:|" * len(legs_list)]
-    layers = [("whole post (build Entry, run_in_transaction, post, commit)", "all"),
-              ("  build `Entry` (validation)", "entry"),
-              ("  `repo.accounts` (account cache hit)", "accounts"),
-              ("  `core.content_hash` (canonical JSON + SHA-256)", "content_hash"),
-              ("  `repo.insert_entry` (2 ORM-enabled INSERTs via the session)", "insert_entry"),
-              ("  `Session.commit`", "commit"),
-              ("  `Session.close`", "close"),
-              ("pool checkout + pre-ping + checkin, measured alone", "checkout")]
+        lines.append(
+            f"| `{kind}` | "
+            + " | ".join("{:.2f} / {:.2f} / {:.2f}".format(*cpu[legs][kind]) for legs in legs_list)
+            + " |"
+        )
+    lines += [
+        "",
+        "Client CPU of the ledger path by layer (ms per post, `time.thread_time` in "
+        "wrappers; indented rows are part of the whole):",
+        "",
+        "| layer | " + " | ".join(f"{legs} legs" for legs in legs_list) + " |",
+        "|---|" + "---:|" * len(legs_list),
+    ]
+    layers = [
+        ("whole post (build Entry, run_in_transaction, post, commit)", "all"),
+        ("  build `Entry` (validation)", "entry"),
+        ("  `repo.accounts` (account cache hit)", "accounts"),
+        ("  `core.content_hash` (canonical JSON + SHA-256)", "content_hash"),
+        ("  `repo.insert_entry` (2 ORM-enabled INSERTs via the session)", "insert_entry"),
+        ("  `Session.commit`", "commit"),
+        ("  `Session.close`", "close"),
+        ("pool checkout + pre-ping + checkin, measured alone", "checkout"),
+    ]
     for label, key in layers:
-        lines.append(f"| {label} | " + " | ".join(f"{split[legs].get(key, 0.0) * ms:.2f}"
-                                                   for legs in legs_list) + " |")
-    rest = {legs: split[legs]["all"] - sum(split[legs].get(k, 0.0) for k in
-                                           ("entry", "accounts", "content_hash", "insert_entry",
-                                            "commit", "close")) for legs in legs_list}
-    lines.append("|   the rest (Session creation, checkout + pre-ping, BEGIN, retry wrapper) | "
-                 + " | ".join(f"{rest[legs] * ms:.2f}" for legs in legs_list) + " |")
-    lines += ["", f"cProfile of {n} 2-leg `LedgerService.post` calls, timer = thread CPU time "
-              "(blocking waits excluded; the profiler inflates the totals), by cumulative time:",
-              "", "```", _trim(buf.getvalue(), 42), "```", ""]
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{split[legs].get(key, 0.0) * ms:.2f}" for legs in legs_list)
+            + " |"
+        )
+    rest = {
+        legs: split[legs]["all"]
+        - sum(
+            split[legs].get(k, 0.0)
+            for k in ("entry", "accounts", "content_hash", "insert_entry", "commit", "close")
+        )
+        for legs in legs_list
+    }
+    lines.append(
+        "|   the rest (Session creation, checkout + pre-ping, BEGIN, retry wrapper) | "
+        + " | ".join(f"{rest[legs] * ms:.2f}" for legs in legs_list)
+        + " |"
+    )
+    lines += [
+        "",
+        f"cProfile of {n} 2-leg `LedgerService.post` calls, timer = thread CPU time "
+        "(blocking waits excluded; the profiler inflates the totals), by cumulative time:",
+        "",
+        "```",
+        _trim(buf.getvalue(), 42),
+        "```",
+        "",
+    ]
     log("\n".join(lines))
     return "\n".join(lines)
 
@@ -759,29 +925,48 @@ def _round_trips(trace: str) -> list[str]:
 def _trim(text_: str, max_lines: int) -> str:
     lines = [ln.rstrip() for ln in text_.splitlines() if ln.strip()]
     keep = [ln for ln in lines if not ln.lstrip().startswith(("Ordered by", "List reduced"))]
-    return "\n".join(ln.replace(str(ROOT) + "/", "").replace(sys.prefix + "/", "")
-                     .replace("lib/python3.11/site-packages/", "")
-                     for ln in keep[:max_lines])
+    return "\n".join(
+        ln.replace(str(ROOT) + "/", "")
+        .replace(sys.prefix + "/", "")
+        .replace("lib/python3.11/site-packages/", "")
+        for ln in keep[:max_lines]
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--url", default=os.environ.get("FEISHUI_BENCH_URL", DEFAULT_URL),
-                    help="SQLAlchemy URL of a database this script may DROP and re-create")
+    ap.add_argument(
+        "--url",
+        default=os.environ.get("FEISHUI_BENCH_URL", DEFAULT_URL),
+        help="SQLAlchemy URL of a database this script may DROP and re-create",
+    )
     ap.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="split each cell's seconds into this many rounds, interleaving the "
-                         "kinds (ledger, baselines) so that noise hits them alike")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="split each cell's seconds into this many rounds, interleaving the "
+        "kinds (ledger, baselines) so that noise hits them alike",
+    )
     ap.add_argument("--writers", default="1,4,8")
     ap.add_argument("--legs", default="2,5")
     ap.add_argument("--out", help="write the markdown report here (else print it)")
-    ap.add_argument("--processes", action="store_true",
-                    help="also run every cell with one forked process per writer")
+    ap.add_argument(
+        "--processes",
+        action="store_true",
+        help="also run every cell with one forked process per writer",
+    )
     ap.add_argument("--no-threads", action="store_true", help="no thread-mode runs")
-    ap.add_argument("--no-main", action="store_true",
-                    help="skip the main matrix (run only --extras and/or --profile)")
-    ap.add_argument("--extras", action="store_true",
-                    help="also run the diagnostic variants (" + ", ".join(EXTRA_KINDS) + ")")
+    ap.add_argument(
+        "--no-main",
+        action="store_true",
+        help="skip the main matrix (run only --extras and/or --profile)",
+    )
+    ap.add_argument(
+        "--extras",
+        action="store_true",
+        help="also run the diagnostic variants (" + ", ".join(EXTRA_KINDS) + ")",
+    )
     ap.add_argument("--extra-writers", default="1,8", help="writer counts for --extras")
     ap.add_argument("--extra-seconds", type=float, help="seconds per cell for --extras")
     ap.add_argument("--profile", action="store_true", help="append a one-writer profile")
@@ -810,11 +995,20 @@ def main() -> None:
     if args.extras:
         kinds = ["plain-bare", "ledger", *EXTRA_KINDS]
         for mode in modes:
-            rows = run_matrix(args, engine, mode, kinds, extra_writers, log, prefix="x",
-                              seconds=args.extra_seconds)
+            rows = run_matrix(
+                args,
+                engine,
+                mode,
+                kinds,
+                extra_writers,
+                log,
+                prefix="x",
+                seconds=args.extra_seconds,
+            )
             problems += [p for r in rows for p in r["problems"]]
-            sections.append(f"### Diagnostic variants, {mode}\n\n"
-                            + render_extras(rows, mode, kinds))
+            sections.append(
+                f"### Diagnostic variants, {mode}\n\n" + render_extras(rows, mode, kinds)
+            )
     if args.profile:
         sections.append(profile(args, log))
     engine.dispose()
@@ -828,8 +1022,7 @@ def main() -> None:
         "Command: `" + " ".join([".venv/bin/python", "bench/ledger_post.py", *sys.argv[1:]]) + "`",
         "",
         f"e/s = committed entries per second over {args.seconds:g} s per cell and kind"
-        + (f" ({args.extra_seconds:g} s for the diagnostic variants)" if args.extra_seconds
-           else "")
+        + (f" ({args.extra_seconds:g} s for the diagnostic variants)" if args.extra_seconds else "")
         + f" (in {args.rounds} interleaved rounds), one entry per transaction, unique "
         "idempotency keys. Latency = one post as the caller sees it (build "
         "the entry, run the transaction, commit). Checks after every cell: the stored entries "

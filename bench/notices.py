@@ -54,11 +54,14 @@ TARGET_P99 = 100.0  # ms
 
 
 def notice_body(i: int) -> dict:
-    return {"kind": "traffic_fine",
-            "payer": {"name": "张小三", "id_number": "11010519491231002X"},
-            "items": [{"item_code": "TF-RED-LIGHT"}],
-            "decision_date": (today_in_shanghai() - timedelta(days=3)).isoformat(),
-            "reference": f"JT-2026-{i:07d}", "description": "闯红灯"}
+    return {
+        "kind": "traffic_fine",
+        "payer": {"name": "张小三", "id_number": "11010519491231002X"},
+        "items": [{"item_code": "TF-RED-LIGHT"}],
+        "decision_date": (today_in_shanghai() - timedelta(days=3)).isoformat(),
+        "reference": f"JT-2026-{i:07d}",
+        "description": "闯红灯",
+    }
 
 
 def count(url: str, table: str) -> int:
@@ -72,6 +75,7 @@ def prepare(url: str, var_dir: Path) -> str:
     settings = Settings(database_url=url, var_dir=var_dir, env="development")
     runtime = build_runtime(settings)
     from api.app import create_app
+
     create_app(runtime, simulators=False)  # generates the dev secrets and keys once, up front
     with transaction(runtime.sessions) as s:
         catalogue.seed(s, catalogue.load_seed())
@@ -82,8 +86,11 @@ def prepare(url: str, var_dir: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--url", default=os.environ.get("FEISHUI_BENCH_API_URL", hb.DEFAULT_URL),
-                    help="SQLAlchemy URL of a database this script may DROP and re-create")
+    ap.add_argument(
+        "--url",
+        default=os.environ.get("FEISHUI_BENCH_API_URL", hb.DEFAULT_URL),
+        help="SQLAlchemy URL of a database this script may DROP and re-create",
+    )
     ap.add_argument("--workers", default="1,2", help="uvicorn worker counts")
     ap.add_argument("--batch-total", type=int, default=100_000)
     ap.add_argument("--batch-size", type=int, default=10_000)
@@ -110,9 +117,12 @@ def main() -> None:
 
     # pre-built requests
     import json
+
     n_batches = args.batch_total // args.batch_size
-    batches = [[notice_body(b * args.batch_size + i) for i in range(args.batch_size)]
-               for b in range(n_batches)]
+    batches = [
+        [notice_body(b * args.batch_size + i) for i in range(args.batch_size)]
+        for b in range(n_batches)
+    ]
     batch_bodies = [json.dumps({"notices": b}, ensure_ascii=False).encode() for b in batches]
     single_body = json.dumps(notice_body(0), ensure_ascii=False).encode()
     problems: list[str] = []
@@ -120,57 +130,99 @@ def main() -> None:
 
     for workers in workers_list:
         log(f"workers={workers}: starting servers")
-        with hb.servers([("feishui_app", workers, "/healthz"), ("bare_app", workers, "/ping")],
-                        env, server_log) as (api, bare):
+        with hb.servers(
+            [("feishui_app", workers, "/healthz"), ("bare_app", workers, "/ping")], env, server_log
+        ) as (api, bare):
             # warm-up: a few requests of each kind on every worker (not counted)
             for server, path, extra in ((api, "/v1/notices", auth), (bare, "/bare", {})):
-                hb.load({"host": "127.0.0.1", "port": server.port, "mode": "closed",
-                         "concurrency": 4, "duration": 1.0, "cycle": True,
-                         "requests": [hb.http_request("POST", path, single_body, extra)],
-                         "expect_status": 201})
-            hb.load({"host": "127.0.0.1", "port": api.port, "mode": "closed", "concurrency": 1,
-                     "duration": 60, "requests": [hb.http_request(
-                         "POST", "/v1/notices/batch",
-                         json.dumps({"notices": batches[0][:500]}).encode(), auth)],
-                     "expect_status": 200})
+                hb.load(
+                    {
+                        "host": "127.0.0.1",
+                        "port": server.port,
+                        "mode": "closed",
+                        "concurrency": 4,
+                        "duration": 1.0,
+                        "cycle": True,
+                        "requests": [hb.http_request("POST", path, single_body, extra)],
+                        "expect_status": 201,
+                    }
+                )
+            hb.load(
+                {
+                    "host": "127.0.0.1",
+                    "port": api.port,
+                    "mode": "closed",
+                    "concurrency": 1,
+                    "duration": 60,
+                    "requests": [
+                        hb.http_request(
+                            "POST",
+                            "/v1/notices/batch",
+                            json.dumps({"notices": batches[0][:500]}).encode(),
+                            auth,
+                        )
+                    ],
+                    "expect_status": 200,
+                }
+            )
 
             if not args.no_batch:
                 parts: dict[str, list[dict]] = {"feishui": [], "bare": []}
                 per_round = max(1, n_batches // args.rounds)
-                chunks = [batch_bodies[i:i + per_round]
-                          for i in range(0, n_batches, per_round)]
+                chunks = [batch_bodies[i : i + per_round] for i in range(0, n_batches, per_round)]
                 for r, chunk in enumerate(chunks):
                     order = ["feishui", "bare"] if r % 2 == 0 else ["bare", "feishui"]
                     for kind in order:
                         server, path, extra, table = (
-                            (api, "/v1/notices/batch", auth, "notices") if kind == "feishui"
-                            else (bare, "/bare/batch", {}, "bare_rows"))
+                            (api, "/v1/notices/batch", auth, "notices")
+                            if kind == "feishui"
+                            else (bare, "/bare/batch", {}, "bare_rows")
+                        )
                         before = count(args.url, table)
-                        res = hb.load({"host": "127.0.0.1", "port": server.port,
-                                       "mode": "closed", "concurrency": workers,
-                                       "duration": 600,
-                                       "requests": [hb.http_request("POST", path, b, extra)
-                                                    for b in chunk],
-                                       "expect_status": 200}, server)
+                        res = hb.load(
+                            {
+                                "host": "127.0.0.1",
+                                "port": server.port,
+                                "mode": "closed",
+                                "concurrency": workers,
+                                "duration": 600,
+                                "requests": [
+                                    hb.http_request("POST", path, b, extra) for b in chunk
+                                ],
+                                "expect_status": 200,
+                            },
+                            server,
+                        )
                         stored = count(args.url, table) - before
                         expected = res["answered"] * args.batch_size
                         if res["errors"] or stored != expected or res["answered"] != len(chunk):
-                            problems.append(f"batch {kind} w{workers}: {res['answered']} of "
-                                            f"{len(chunk)} answered, {res['errors']} errors "
-                                            f"{res['error_samples'][:1]}, {stored} rows stored,"
-                                            f" {expected} expected")
+                            problems.append(
+                                f"batch {kind} w{workers}: {res['answered']} of "
+                                f"{len(chunk)} answered, {res['errors']} errors "
+                                f"{res['error_samples'][:1]}, {stored} rows stored,"
+                                f" {expected} expected"
+                            )
                         res["rows"] = stored
                         parts[kind].append(res)
-                        log(f"batch {kind} w{workers} round {r}: "
-                            f"{stored / res['elapsed']:.0f} rows/s")
+                        log(
+                            f"batch {kind} w{workers} round {r}: "
+                            f"{stored / res['elapsed']:.0f} rows/s"
+                        )
                 f, b = (hb.merge(parts["feishui"]), hb.merge(parts["bare"]))
                 f_rows = sum(p["rows"] for p in parts["feishui"])
                 b_rows = sum(p["rows"] for p in parts["bare"])
-                batch_rows.append({"workers": workers, "feishui": f, "bare": b,
-                                   "f_nps": f_rows / f["elapsed"], "b_nps": b_rows / b["elapsed"],
-                                   "f_rows": f_rows, "b_rows": b_rows,
-                                   "f_rounds": [round(p["rows"] / p["elapsed"])
-                                                for p in parts["feishui"]]})
+                batch_rows.append(
+                    {
+                        "workers": workers,
+                        "feishui": f,
+                        "bare": b,
+                        "f_nps": f_rows / f["elapsed"],
+                        "b_nps": b_rows / b["elapsed"],
+                        "f_rows": f_rows,
+                        "b_rows": b_rows,
+                        "f_rounds": [round(p["rows"] / p["elapsed"]) for p in parts["feishui"]],
+                    }
+                )
 
             if not args.no_single:
                 parts = {"feishui": [], "bare": []}
@@ -178,45 +230,70 @@ def main() -> None:
                     order = ["feishui", "bare"] if r % 2 == 0 else ["bare", "feishui"]
                     for kind in order:
                         server, path, extra, table = (
-                            (api, "/v1/notices", auth, "notices") if kind == "feishui"
-                            else (bare, "/bare", {}, "bare_rows"))
+                            (api, "/v1/notices", auth, "notices")
+                            if kind == "feishui"
+                            else (bare, "/bare", {}, "bare_rows")
+                        )
                         before = count(args.url, table)
-                        res = hb.load({"host": "127.0.0.1", "port": server.port,
-                                       "mode": "closed", "concurrency": args.concurrency,
-                                       "duration": args.seconds, "cycle": True,
-                                       "requests": [hb.http_request("POST", path, single_body,
-                                                                    extra)],
-                                       "expect_status": 201}, server)
+                        res = hb.load(
+                            {
+                                "host": "127.0.0.1",
+                                "port": server.port,
+                                "mode": "closed",
+                                "concurrency": args.concurrency,
+                                "duration": args.seconds,
+                                "cycle": True,
+                                "requests": [hb.http_request("POST", path, single_body, extra)],
+                                "expect_status": 201,
+                            },
+                            server,
+                        )
                         stored = count(args.url, table) - before
                         if res["errors"] or stored != res["answered"]:
-                            problems.append(f"single {kind} w{workers}: {res['errors']} errors "
-                                            f"{res['error_samples'][:1]}, {stored} rows stored,"
-                                            f" {res['answered']} answered")
+                            problems.append(
+                                f"single {kind} w{workers}: {res['errors']} errors "
+                                f"{res['error_samples'][:1]}, {stored} rows stored,"
+                                f" {res['answered']} answered"
+                            )
                         parts[kind].append(res)
-                        log(f"single {kind} w{workers} round {r}: {res['rps']:.0f} req/s "
-                            f"p99 {res['p99']:.1f} ms")
-                single_rows.append({"workers": workers, "feishui": hb.merge(parts["feishui"]),
-                                    "bare": hb.merge(parts["bare"])})
+                        log(
+                            f"single {kind} w{workers} round {r}: {res['rps']:.0f} req/s "
+                            f"p99 {res['p99']:.1f} ms"
+                        )
+                single_rows.append(
+                    {
+                        "workers": workers,
+                        "feishui": hb.merge(parts["feishui"]),
+                        "bare": hb.merge(parts["bare"]),
+                    }
+                )
 
     took = (datetime.now(UTC) - began).total_seconds()
-    lines = hb.header("Notices API (bench/notices.py)", began, took, info, sys.argv[1:],
-                      "bench/notices.py")
-    lines += ["Servers: `uvicorn --factory --loop uvloop --http httptools --workers W` on "
-              "`bench/_apps.py:feishui_app` (`create_app(build_runtime(Settings()))`) and "
-              "`bare_app` (bare FastAPI, sync endpoint, one INSERT / one COPY through the same "
-              "`make_engine`), both running, the idle one waiting. Load generator: "
-              "bench/_load.py in its own process (raw HTTP/1.1 keep-alive on uvloop). `load` = "
-              "the host's 1-minute load average at the end of the cell. `server CPU` = user + "
-              "system CPU of the uvicorn processes (master and workers, /proc) over the cell, "
-              "divided by the answered requests (PostgreSQL's CPU not included).", ""]
+    lines = hb.header(
+        "Notices API (bench/notices.py)", began, took, info, sys.argv[1:], "bench/notices.py"
+    )
+    lines += [
+        "Servers: `uvicorn --factory --loop uvloop --http httptools --workers W` on "
+        "`bench/_apps.py:feishui_app` (`create_app(build_runtime(Settings()))`) and "
+        "`bare_app` (bare FastAPI, sync endpoint, one INSERT / one COPY through the same "
+        "`make_engine`), both running, the idle one waiting. Load generator: "
+        "bench/_load.py in its own process (raw HTTP/1.1 keep-alive on uvloop). `load` = "
+        "the host's 1-minute load average at the end of the cell. `server CPU` = user + "
+        "system CPU of the uvicorn processes (master and workers, /proc) over the cell, "
+        "divided by the answered requests (PostgreSQL's CPU not included).",
+        "",
+    ]
     if batch_rows:
-        lines += [f"### (a) Batches: {args.batch_total:,} notices in batches of "
-                  f"{args.batch_size:,}, `workers` connections", "",
-                  "| workers | feishui notices/s | bare COPY rows/s | feishui / bare | "
-                  "feishui per batch p50 / max ms | bare per batch p50 / max ms | "
-                  "feishui server CPU ms / 1,000 notices | bare | feishui rounds | "
-                  "target >= 5,000/s | load |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+        lines += [
+            f"### (a) Batches: {args.batch_total:,} notices in batches of "
+            f"{args.batch_size:,}, `workers` connections",
+            "",
+            "| workers | feishui notices/s | bare COPY rows/s | feishui / bare | "
+            "feishui per batch p50 / max ms | bare per batch p50 / max ms | "
+            "feishui server CPU ms / 1,000 notices | bare | feishui rounds | "
+            "target >= 5,000/s | load |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+        ]
         for row in batch_rows:
             f, b = row["feishui"], row["bare"]
             lines.append(
@@ -225,33 +302,54 @@ def main() -> None:
                 f"{b['p50']:,.0f} / {b['max']:,.0f} | "
                 f"{f['cpu_ms'] * 1000 / args.batch_size:,.0f} | "
                 f"{b['cpu_ms'] * 1000 / args.batch_size:,.0f} | {row['f_rounds']} | "
-                f"{'met' if row['f_nps'] >= TARGET_BATCH else 'MISSED'} | {f['load1']:.1f} |")
+                f"{'met' if row['f_nps'] >= TARGET_BATCH else 'MISSED'} | {f['load1']:.1f} |"
+            )
         lines.append("")
     if single_rows:
-        lines += [f"### (b) Single `POST /v1/notices`, {args.concurrency} connections, "
-                  f"closed loop, {args.rounds} x {args.seconds:g} s per kind", "",
-                  "| workers | kind | req/s | p50 ms | p90 ms | p99 ms | max ms | "
-                  "server CPU ms/req | errors | rounds req/s | load |",
-                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+        lines += [
+            f"### (b) Single `POST /v1/notices`, {args.concurrency} connections, "
+            f"closed loop, {args.rounds} x {args.seconds:g} s per kind",
+            "",
+            "| workers | kind | req/s | p50 ms | p90 ms | p99 ms | max ms | "
+            "server CPU ms/req | errors | rounds req/s | load |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        ]
         for row in single_rows:
-            for kind, label in (("feishui", "`POST /v1/notices`"),
-                                ("bare", "bare `POST /bare` (one INSERT)")):
+            for kind, label in (
+                ("feishui", "`POST /v1/notices`"),
+                ("bare", "bare `POST /bare` (one INSERT)"),
+            ):
                 m = row[kind]
-                lines.append(f"| {row['workers']} | {label} | {m['rps']:,.0f} | {m['p50']:.1f} "
-                             f"| {m['p90']:.1f} | {m['p99']:.1f} | {m['max']:.0f} | "
-                             f"{m['cpu_ms']:.2f} | {m['errors']} | {m['rounds']} | "
-                             f"{m['load1']:.1f} |")
-        lines += ["", "| workers | feishui / bare throughput | target >= 0.50 | feishui p99 ms "
-                  "| target < 100 ms |", "|---:|---:|---|---:|---|"]
+                lines.append(
+                    f"| {row['workers']} | {label} | {m['rps']:,.0f} | {m['p50']:.1f} "
+                    f"| {m['p90']:.1f} | {m['p99']:.1f} | {m['max']:.0f} | "
+                    f"{m['cpu_ms']:.2f} | {m['errors']} | {m['rounds']} | "
+                    f"{m['load1']:.1f} |"
+                )
+        lines += [
+            "",
+            "| workers | feishui / bare throughput | target >= 0.50 | feishui p99 ms "
+            "| target < 100 ms |",
+            "|---:|---:|---|---:|---|",
+        ]
         for row in single_rows:
             ratio = row["feishui"]["rps"] / row["bare"]["rps"]
             p99 = row["feishui"]["p99"]
-            lines.append(f"| {row['workers']} | {ratio:.2f} | "
-                         f"{'met' if ratio >= TARGET_RATIO else 'MISSED'} | {p99:.1f} | "
-                         f"{'met' if p99 < TARGET_P99 else 'MISSED'} |")
+            lines.append(
+                f"| {row['workers']} | {ratio:.2f} | "
+                f"{'met' if ratio >= TARGET_RATIO else 'MISSED'} | {p99:.1f} | "
+                f"{'met' if p99 < TARGET_P99 else 'MISSED'} |"
+            )
         lines.append("")
-    lines += ["Checks: " + ("all answers as expected, rows stored = rows answered."
-                            if not problems else "PROBLEMS: " + "; ".join(problems)), ""]
+    lines += [
+        "Checks: "
+        + (
+            "all answers as expected, rows stored = rows answered."
+            if not problems
+            else "PROBLEMS: " + "; ".join(problems)
+        ),
+        "",
+    ]
     report = "\n".join(lines)
     if args.out:
         Path(args.out).write_text(report)

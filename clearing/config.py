@@ -101,10 +101,16 @@ class Settings(BaseSettings):
         """Refuse unsafe production settings, naming each one."""
         if self.env != "production":
             return
-        problems = [f"FEISHUI_{n.upper()} is missing or empty" for n in SECRET_SETTINGS
-                    if not getattr(self, n).strip()]
-        problems += [f"FEISHUI_{n.upper()} is a development default" for n in SECRET_SETTINGS
-                     if getattr(self, n) and getattr(self, n) in _known_dev_values(self)]
+        problems = [
+            f"FEISHUI_{n.upper()} is missing or empty"
+            for n in SECRET_SETTINGS
+            if not getattr(self, n).strip()
+        ]
+        problems += [
+            f"FEISHUI_{n.upper()} is a development default"
+            for n in SECRET_SETTINGS
+            if getattr(self, n) and getattr(self, n) in _known_dev_values(self)
+        ]
         if not self.database_url:
             problems.append("FEISHUI_DATABASE_URL is not set (production does not use SQLite)")
         if problems:
@@ -118,9 +124,15 @@ def _generate(name: str) -> str:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        return Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()).decode()
+        return (
+            Ed25519PrivateKey.generate()
+            .private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            .decode()
+        )
     return secrets.token_urlsafe(32)
 
 

@@ -41,8 +41,9 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size,
-                         pool_pre_ping=True)
+    return create_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -100,8 +101,9 @@ def is_retryable(exc: BaseException) -> bool:
     return False
 
 
-def run_in_transaction(factory: sessionmaker[Session], work: Callable[[Session], T], *,
-                       attempts: int = 8) -> T:
+def run_in_transaction(
+    factory: sessionmaker[Session], work: Callable[[Session], T], *, attempts: int = 8
+) -> T:
     """Run ``work`` in its own transaction, retrying transient concurrency failures."""
     for attempt in range(1, attempts + 1):
         try:

@@ -45,9 +45,13 @@ def enqueue(func: Callable[..., Any], *args: Any, queue: str = "default") -> str
 
     request_id = logs.current_request_id()
     job = Queue(queue, connection=redis_connection(url)).enqueue(
-        run_with_context, func_path(func), request_id, *args,
+        run_with_context,
+        func_path(func),
+        request_id,
+        *args,
         retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS),
-        meta={"request_id": request_id})
+        meta={"request_id": request_id},
+    )
     log.info("enqueued %s on %s as %s", func.__name__, queue, job.id)
     return job.id
 

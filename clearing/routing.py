@@ -92,11 +92,18 @@ class Route:
 class Router:
     """Choose a gateway for a channel and amount; learn from each gateway call's outcome."""
 
-    def __init__(self, rules: Iterable[GatewayRule], *, failure_threshold: int = 5,
-                 open_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        rules: Iterable[GatewayRule],
+        *,
+        failure_threshold: int = 5,
+        open_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.rules = sorted(rules, key=lambda r: (r.priority, r.gateway))
-        self.breakers = {r.gateway: CircuitBreaker(failure_threshold, open_seconds, clock)
-                         for r in self.rules}
+        self.breakers = {
+            r.gateway: CircuitBreaker(failure_threshold, open_seconds, clock) for r in self.rules
+        }
 
     def channels(self) -> list[str]:
         """Channels with at least one enabled gateway, in a stable order."""
@@ -118,8 +125,10 @@ class Router:
             reason = f"channel {channel}, priority {rule.priority}"
             yield Route(rule.gateway, "; ".join([reason, *(f"skipped {s}" for s in skipped)]))
             skipped.append(f"{rule.gateway} failed")
-        raise NoRoute(f"no {channel} gateway can take {format_fen(amount_fen)} now"
-                      + (f" ({'; '.join(skipped)})" if skipped else ""))
+        raise NoRoute(
+            f"no {channel} gateway can take {format_fen(amount_fen)} now"
+            + (f" ({'; '.join(skipped)})" if skipped else "")
+        )
 
     def _why_not(self, rule: GatewayRule, amount_fen: int) -> str | None:
         if not rule.enabled:

@@ -489,18 +489,21 @@ def expire_notices(session: Session, as_of: date) -> int:
     Idempotent: a second run on the same day finds nothing left to expire.
     """
     now = datetime.now(UTC)
-    expired = list(session.scalars(
-        update(Notice)
-        .where(Notice.status == "unpaid", Notice.expires_on < as_of)
-        .values(status="expired", updated_at=now)
-        .returning(Notice.id)
-        .execution_options(synchronize_session=False)
-    ))
+    expired = list(
+        session.scalars(
+            update(Notice)
+            .where(Notice.status == "unpaid", Notice.expires_on < as_of)
+            .values(status="expired", updated_at=now)
+            .returning(Notice.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
     for start in range(0, len(expired), 500):
-        chunk = expired[start:start + 500]
+        chunk = expired[start : start + 500]
         for notice in session.scalars(select(Notice).where(Notice.id.in_(chunk))):
-            record_event(session, notice, "notice.expired", {"expired_on": as_of.isoformat()},
-                         now=now)
+            record_event(
+                session, notice, "notice.expired", {"expired_on": as_of.isoformat()}, now=now
+            )
     return len(expired)
 
 

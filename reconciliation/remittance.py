@@ -147,8 +147,10 @@ def _cap(voucher: list[dict[str, Any]], owed: int) -> list[dict[str, Any]]:
     if owed >= collected:
         return voucher
     keep = allocate(max(owed, 0), {str(i): line["amount"] for i, line in enumerate(voucher)})
-    return [{**line, "amount": keep[str(i)], "refunded": line["amount"] - keep[str(i)]}
-            for i, line in enumerate(voucher)]
+    return [
+        {**line, "amount": keep[str(i)], "refunded": line["amount"] - keep[str(i)]}
+        for i, line in enumerate(voucher)
+    ]
 
 
 def _existing(session: Session, treasury: str, day: date) -> Remittance | None:

@@ -23,8 +23,9 @@ from clearing.db import make_engine, make_sessionmaker
 from clearing.ledger.repository import clear_account_cache
 from clearing.models import metadata
 
-PG_URL = os.environ.get("FEISHUI_TEST_PG_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/feishui_test")
+PG_URL = os.environ.get(
+    "FEISHUI_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/feishui_test"
+)
 REDIS_URL = os.environ.get("FEISHUI_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

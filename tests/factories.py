@@ -8,21 +8,43 @@ from typing import Any
 from clearing.ledger.core import Entry, Posting
 
 
-def payment_entry(key: str = "pay-1", amount: int = 20_000, *, gateway: str = "alipay",
-                  treasury: str = "510100-city", on: date = date(2026, 11, 11),
-                  **kw: Any) -> Entry:
+def payment_entry(
+    key: str = "pay-1",
+    amount: int = 20_000,
+    *,
+    gateway: str = "alipay",
+    treasury: str = "510100-city",
+    on: date = date(2026, 11, 11),
+    **kw: Any,
+) -> Entry:
     """A captured payment: Dr gateway clearing / Cr treasury payable."""
-    return Entry(idempotency_key=key, business_date=on, description=kw.pop("description",
-                 f"payment {key}"),
-                 postings=(Posting.debit(f"gateway_clearing:{gateway}", amount),
-                           Posting.credit(f"treasury_payable:{treasury}", amount)), **kw)
+    return Entry(
+        idempotency_key=key,
+        business_date=on,
+        description=kw.pop("description", f"payment {key}"),
+        postings=(
+            Posting.debit(f"gateway_clearing:{gateway}", amount),
+            Posting.credit(f"treasury_payable:{treasury}", amount),
+        ),
+        **kw,
+    )
 
 
 # notices and payments -----------------------------------------------------------------------
 
-def notice_setup(session, tmp_path, *, kind: str = "traffic_fine", items=None,
-                 decision_date=None, due_date=None, department: str = "成都市公安局交通管理局",
-                 dept_kind: str = "police", today=None):
+
+def notice_setup(
+    session,
+    tmp_path,
+    *,
+    kind: str = "traffic_fine",
+    items=None,
+    decision_date=None,
+    due_date=None,
+    department: str = "成都市公安局交通管理局",
+    dept_kind: str = "police",
+    today=None,
+):
     """Seed the catalogue, create a department and one notice; returns (principal, notice)."""
     from datetime import date as _date
 
@@ -36,14 +58,19 @@ def notice_setup(session, tmp_path, *, kind: str = "traffic_fine", items=None,
     catalogue.seed(session, catalogue.load_seed())
     key = create_department(session, department, "510100", dept_kind)
     who = authenticate(session, key.full)
-    body = {"kind": kind, "payer": {"name": "张小三"},
-            "items": items or [{"item_code": "TF-RED-LIGHT"}],
-            "reference": "REF-1", "description": "test notice"}
+    body = {
+        "kind": kind,
+        "payer": {"name": "张小三"},
+        "items": items or [{"item_code": "TF-RED-LIGHT"}],
+        "reference": "REF-1",
+        "description": "test notice",
+    }
     if decision_date:
         body["decision_date"] = decision_date.isoformat()
     if due_date:
         body["due_date"] = due_date.isoformat()
     vault = PayerVault.from_settings(Settings(var_dir=tmp_path, env="test"))
-    notice = create_notice(session, who, NoticeCreate.model_validate(body), vault,
-                           today=today or _date(2026, 11, 27))
+    notice = create_notice(
+        session, who, NoticeCreate.model_validate(body), vault, today=today or _date(2026, 11, 27)
+    )
     return who, notice

@@ -15,8 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.set_defaults(func=_upgrade)
     ck = dbsub.add_parser("check", help="fail if the models and the migrations disagree")
     ck.set_defaults(func=_check)
-    rk = dbsub.add_parser("reencrypt-pii", help="re-encrypt payers' personal data under the "
-                          "first key of FEISHUI_PII_KEYS (after a rotation; idempotent)")
+    rk = dbsub.add_parser(
+        "reencrypt-pii",
+        help="re-encrypt payers' personal data under the "
+        "first key of FEISHUI_PII_KEYS (after a rotation; idempotent)",
+    )
     rk.add_argument("--batch", type=int, default=500, help="notices per transaction")
     rk.set_defaults(func=_reencrypt_pii)
 

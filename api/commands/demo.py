@@ -26,8 +26,11 @@ from clearing.runtime import get_runtime
 
 warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
 
-DEPARTMENTS = (("成都市公安局交通管理局", "police"), ("四川大学", "school"),
-               ("成都市出入境管理局", "agency"))
+DEPARTMENTS = (
+    ("成都市公安局交通管理局", "police"),
+    ("四川大学", "school"),
+    ("成都市出入境管理局", "agency"),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,14 +68,22 @@ class Story:
         base = runtime.settings.public_base_url
         self.app = create_app(runtime, simulators=False)
         self.http = TestClient(self.app, base_url=base)  # in-process HTTP, real protocols
-        gateways = build_gateways(runtime.settings, http=self.http,
-                                  nonce_store=DbNonceStore(runtime.sessions))
+        gateways = build_gateways(
+            runtime.settings, http=self.http, nonce_store=DbNonceStore(runtime.sessions)
+        )
         self.ctx = PaymentContext(gateways, Router([]), base, ESeal.from_settings(runtime.settings))
         self.app.state.payments = self.ctx
         for name in GATEWAY_NAMES:
-            self.app.mount(f"/sim/{name}", create_simulator(
-                name, runtime.settings, notify_client=self.http, deliver_notifies_inline=True,
-                retry_delays=(0, 0, 0)))
+            self.app.mount(
+                f"/sim/{name}",
+                create_simulator(
+                    name,
+                    runtime.settings,
+                    notify_client=self.http,
+                    deliver_notifies_inline=True,
+                    retry_delays=(0, 0, 0),
+                ),
+            )
         self.keys: dict[str, str] = {}
         self.receipts: list[str] = []
         self.today = datetime.now(UTC)
@@ -90,15 +101,19 @@ class Story:
             added, kept = catalogue.seed(s, catalogue.load_seed())
             for name, kind in DEPARTMENTS:
                 exists = s.scalar(select(Department.id).where(Department.name == name))
-                key = (add_key(s, name, SCOPES) if exists
-                       else create_department(s, name, "510100", kind, SCOPES))
+                key = (
+                    add_key(s, name, SCOPES)
+                    if exists
+                    else create_department(s, name, "510100", kind, SCOPES)
+                )
                 self.keys[kind] = key.full
                 print(f"  {name:<14} {kind:<7} key {key.prefix}…")
         print(f"  catalogue: {added} items added, {kept} already there\n")
 
     def _post(self, who: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = self.http.post(path, json=body,
-                                  headers={"Authorization": f"Bearer {self.keys[who]}"})
+        response = self.http.post(
+            path, json=body, headers={"Authorization": f"Bearer {self.keys[who]}"}
+        )
         assert response.status_code in (200, 201), response.text
         return response.json()
 
@@ -109,28 +124,52 @@ class Story:
         stamp = self.today.strftime("%H%M%S")
         print("== notices, created through the department API")
         made = {
-            "fine": self._post("police", "/v1/notices", {
-                "kind": "traffic_fine", "payer": {"name": "张小三",
-                                                  "id_number": "11010519491231002X"},
-                "items": [{"item_code": "TF-RED-LIGHT"}], "reference": f"JT-{stamp}",
-                "decision_date": (today - timedelta(days=20)).isoformat(),
-                "description": "机动车闯红灯 (川A·12345)"}),
-            "tuition": self._post("school", "/v1/notices", {
-                "kind": "tuition", "payer": {"name": "李四"},
-                "items": [{"item_code": "EDU-TUITION", "amount": "4600.00"},
-                          {"item_code": "EDU-ACCOMMODATION", "amount": "1200.00"},
-                          {"item_code": "EDU-TEXTBOOKS", "amount": "356.50"}],
-                "reference": f"SCU-{stamp}", "due_date": (today + timedelta(days=10)).isoformat(),
-                "description": "2026 秋季学期学费"}),
-            "passport": self._post("agency", "/v1/notices", {
-                "kind": "service_fee", "payer": {"name": "王五"},
-                "items": [{"item_code": "SF-PASSPORT"}], "reference": f"CRJ-{stamp}",
-                "due_date": (today + timedelta(days=30)).isoformat(),
-                "description": "普通护照签发"}),
+            "fine": self._post(
+                "police",
+                "/v1/notices",
+                {
+                    "kind": "traffic_fine",
+                    "payer": {"name": "张小三", "id_number": "11010519491231002X"},
+                    "items": [{"item_code": "TF-RED-LIGHT"}],
+                    "reference": f"JT-{stamp}",
+                    "decision_date": (today - timedelta(days=20)).isoformat(),
+                    "description": "机动车闯红灯 (川A·12345)",
+                },
+            ),
+            "tuition": self._post(
+                "school",
+                "/v1/notices",
+                {
+                    "kind": "tuition",
+                    "payer": {"name": "李四"},
+                    "items": [
+                        {"item_code": "EDU-TUITION", "amount": "4600.00"},
+                        {"item_code": "EDU-ACCOMMODATION", "amount": "1200.00"},
+                        {"item_code": "EDU-TEXTBOOKS", "amount": "356.50"},
+                    ],
+                    "reference": f"SCU-{stamp}",
+                    "due_date": (today + timedelta(days=10)).isoformat(),
+                    "description": "2026 秋季学期学费",
+                },
+            ),
+            "passport": self._post(
+                "agency",
+                "/v1/notices",
+                {
+                    "kind": "service_fee",
+                    "payer": {"name": "王五"},
+                    "items": [{"item_code": "SF-PASSPORT"}],
+                    "reference": f"CRJ-{stamp}",
+                    "due_date": (today + timedelta(days=30)).isoformat(),
+                    "description": "普通护照签发",
+                },
+            ),
         }
         for label, n in made.items():
-            print(f"  {label:<9} code {n['payment_code']}  principal {n['amount']:>9}  "
-                  f"due today {n['amount_due']:>9}  (due {n['due_date']})")
+            print(
+                f"  {label:<9} code {n['payment_code']}  principal {n['amount']:>9}  "
+                f"due today {n['amount_due']:>9}  (due {n['due_date']})"
+            )
         print()
         return made
 
@@ -145,8 +184,11 @@ class Story:
         self.app.state.payments = self.ctx
         page = self.http.get(f"/pay/{code}")
         token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-        go = self.http.post(f"/pay/{code}/checkout", follow_redirects=False,
-                            data={"channel": channel, "csrf_token": token})
+        go = self.http.post(
+            f"/pay/{code}/checkout",
+            follow_redirects=False,
+            data={"channel": channel, "csrf_token": token},
+        )
         if go.status_code == 303:
             self.http.get(go.headers["location"])
         else:
@@ -154,11 +196,13 @@ class Story:
             fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', go.text))
             import html
 
-            self.http.post(html.unescape(action_url),
-                           data={k: html.unescape(v) for k, v in fields.items()})
+            self.http.post(
+                html.unescape(action_url), data={k: html.unescape(v) for k, v in fields.items()}
+            )
         order_id = self._last_order()
-        self.http.post(f"/sim/{gateway}/checkout/{order_id}", data={"action": action},
-                       follow_redirects=False)
+        self.http.post(
+            f"/sim/{gateway}/checkout/{order_id}", data={"action": action}, follow_redirects=False
+        )
         return order_id
 
     def _last_order(self) -> str:
@@ -167,8 +211,9 @@ class Story:
         from clearing.payments.models import PaymentAttempt
 
         with transaction(self.runtime.sessions) as s:
-            return s.scalars(select(PaymentAttempt.order_id)
-                             .order_by(PaymentAttempt.id.desc())).first()
+            return s.scalars(
+                select(PaymentAttempt.order_id).order_by(PaymentAttempt.id.desc())
+            ).first()
 
     def _came_back(self, order_id: str) -> str:
         page = self.http.get(f"/pay/return/{order_id}").text
@@ -186,21 +231,29 @@ class Story:
         print(f"  traffic fine  alipay     pay              -> {self._came_back(fine)}")
         lost = self._checkout(made["tuition"]["payment_code"], "wechatpay", "pay_lose_notify")
         print("  tuition       wechatpay  paid, notify lost -> nothing captured yet")
-        report = query_open_attempts(self.runtime.sessions, self.ctx,
-                                     min_age=timedelta(0))
-        print(f"                query job asked {report.asked}: {report.outcomes} "
-              f"-> {self._came_back(lost)}")
+        report = query_open_attempts(self.runtime.sessions, self.ctx, min_age=timedelta(0))
+        print(
+            f"                query job asked {report.asked}: {report.outcomes} "
+            f"-> {self._came_back(lost)}"
+        )
         declined = self._checkout(made["passport"]["payment_code"], "unionpay", "decline")
         print(f"  passport      unionpay   declined         -> {self._came_back(declined)}")
         again = self._checkout(made["passport"]["payment_code"], "unionpay", "pay")
         print(f"                unionpay   pay again        -> {self._came_back(again)}")
-        refund = self._post("police", f"/v1/notices/{made['fine']['id']}/refunds", {
-            "amount": "30.00", "reason": "复议后减免部分加处罚款"})
-        state = self.http.get(f"/v1/notices/{made['fine']['id']}/refunds", headers={
-            "Authorization": f"Bearer {self.keys['police']}"}).json()
-        print(f"  refund        30.00 of the traffic fine: {refund['refund_id']} "
-              f"{state['refunds'][-1]['state']}; still refundable "
-              f"{state['refund_amount_available']}\n")
+        refund = self._post(
+            "police",
+            f"/v1/notices/{made['fine']['id']}/refunds",
+            {"amount": "30.00", "reason": "复议后减免部分加处罚款"},
+        )
+        state = self.http.get(
+            f"/v1/notices/{made['fine']['id']}/refunds",
+            headers={"Authorization": f"Bearer {self.keys['police']}"},
+        ).json()
+        print(
+            f"  refund        30.00 of the traffic fine: {refund['refund_id']} "
+            f"{state['refunds'][-1]['state']}; still refundable "
+            f"{state['refund_amount_available']}\n"
+        )
 
     # the night ---------------------------------------------------------------------------------
     def night(self) -> None:
@@ -222,11 +275,15 @@ class Story:
 
             for source, run_id in runs.items():
                 run = s.get(ReconciliationRun, run_id) if isinstance(run_id, int) else None
-                counts = ", ".join(f"{k} {v}" for k, v in sorted((run.counts or {}).items())) \
-                    if run else run_id
+                counts = (
+                    ", ".join(f"{k} {v}" for k, v in sorted((run.counts or {}).items()))
+                    if run
+                    else run_id
+                )
                 print(f"  {source:<10} run {run_id}: {counts}")
-        prepared = run_in_transaction(self.runtime.sessions,
-                                      lambda s: remittance.prepare(s, day, "demo"))
+        prepared = run_in_transaction(
+            self.runtime.sessions, lambda s: remittance.prepare(s, day, "demo")
+        )
         print("== remittance to the treasuries")
         for p in prepared:
             r = getattr(p, "remittance", p)
@@ -234,8 +291,10 @@ class Story:
         out = Path(self.runtime.settings.var_dir) / "reports" / day.isoformat()
         out.mkdir(parents=True, exist_ok=True)
         with transaction(self.runtime.sessions) as s:
-            reports = {"collections": collections_report(s, day),
-                       "trial-balance": trial_balance_report(s, None)}
+            reports = {
+                "collections": collections_report(s, day),
+                "trial-balance": trial_balance_report(s, None),
+            }
             for source, run_id in runs.items():
                 if isinstance(run_id, int):
                     reports[f"reconciliation-{source}"] = run_report(s, run_id)
@@ -256,19 +315,26 @@ class Story:
             for row in tb.rows:
                 net = row.debits - row.credits
                 if net:
-                    side = f"{format_fen(net):>12} {'':>12}" if net > 0 else \
-                        f"{'':>12} {format_fen(-net):>12}"
+                    side = (
+                        f"{format_fen(net):>12} {'':>12}"
+                        if net > 0
+                        else f"{'':>12} {format_fen(-net):>12}"
+                    )
                     print(f"  {row.code:<36} {side}")
             for currency, (dr, cr) in tb.totals().items():
                 print(f"  {'total ' + currency:<36} {format_fen(dr):>12} {format_fen(cr):>12}")
             report = ledger.verify()
-        print(f"  balanced: {'yes' if tb.balanced else 'NO'}; verify: "
-              f"{'OK' if report.ok else report.failures[0]} ({report.sealed} entries sealed)")
+        print(
+            f"  balanced: {'yes' if tb.balanced else 'NO'}; verify: "
+            f"{'OK' if report.ok else report.failures[0]} ({report.sealed} entries sealed)"
+        )
         path = Path(self.runtime.settings.var_dir) / "ledger.beancount"
         with transaction(self.runtime.sessions) as s, path.open("w", encoding="utf-8") as f:
             export_beancount(s, f)
         print(f"  beancount export: {path} (check it with: bean-check {path})")
-        print("\n== receipts (open them with `feishui serve`, or verify offline with "
-              "`feishui receipt verify`)")
+        print(
+            "\n== receipts (open them with `feishui serve`, or verify offline with "
+            "`feishui receipt verify`)"
+        )
         for url in self.receipts:
             print(f"  {url}")

@@ -17,11 +17,17 @@ from clearing.schedule import SHANGHAI_TZ, recurring_jobs
 
 def register(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("worker", help="run an RQ worker (needs FEISHUI_REDIS_URL)")
-    w.add_argument("--queues", default=",".join(QUEUES),
-                   help="comma-separated queues, in priority order (default: all)")
+    w.add_argument(
+        "--queues",
+        default=",".join(QUEUES),
+        help="comma-separated queues, in priority order (default: all)",
+    )
     w.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    w.add_argument("--simple", action="store_true",
-                   help="run jobs in the worker process (no fork): faster, less isolated")
+    w.add_argument(
+        "--simple",
+        action="store_true",
+        help="run jobs in the worker process (no fork): faster, less isolated",
+    )
     w.set_defaults(func=_worker)
     s = sub.add_parser("scheduler", help="run the recurring jobs (RQ cron, or in-process)")
     s.add_argument("--list", action="store_true", help="print the schedule and exit")
@@ -35,8 +41,10 @@ def _worker(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, json=settings.log_json)
     url = settings.redis_url
     if not url:
-        raise ConfigurationError("feishui worker needs FEISHUI_REDIS_URL; without it jobs run "
-                                 "in-process and no worker is needed")
+        raise ConfigurationError(
+            "feishui worker needs FEISHUI_REDIS_URL; without it jobs run "
+            "in-process and no worker is needed"
+        )
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = sorted(set(queues) - set(QUEUES))
     if unknown:
@@ -65,8 +73,13 @@ def _scheduler(args: argparse.Namespace) -> int:
         scheduler = CronScheduler(connection=redis_connection(url))
         for job in jobs:
             job.resolve()  # fail now, not at 02:30, if a job's path is wrong
-            scheduler.register(run_with_context, queue_name=job.queue, cron=job.cron,
-                               args=(job.func_path, None), name=job.func_path)
+            scheduler.register(
+                run_with_context,
+                queue_name=job.queue,
+                cron=job.cron,
+                args=(job.func_path, None),
+                name=job.func_path,
+            )
         scheduler.start()
         return 0
     return _run_inline(jobs)

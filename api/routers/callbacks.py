@@ -30,8 +30,12 @@ async def notify(request: Request, gateway: str) -> Response:
     adapter = request.app.state.payments.gateways.get(gateway)
     if adapter is None:
         raise NotFound(f"no gateway {gateway!r}")
-    raw = RawRequest(request.method, {k.lower(): v for k, v in request.headers.items()},
-                     await request.body(), request.url.query)
+    raw = RawRequest(
+        request.method,
+        {k.lower(): v for k, v in request.headers.items()},
+        await request.body(),
+        request.url.query,
+    )
     accepted = await run_in_threadpool(_handle, request, gateway, adapter, raw)
     ack = adapter.ack(accepted)
     return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
@@ -44,12 +48,18 @@ def _handle(request: Request, gateway: str, adapter, raw: RawRequest) -> bool:  
     except VerificationError as exc:
         log.warning("refused a %s notify: %s", gateway, exc.detail)
         with transaction(sessions) as session:
-            session.add(GatewayNotification(gateway=gateway, outcome="rejected",
-                                            detail=exc.detail[:2000],
-                                            received_at=datetime.now(UTC)))
+            session.add(
+                GatewayNotification(
+                    gateway=gateway,
+                    outcome="rejected",
+                    detail=exc.detail[:2000],
+                    received_at=datetime.now(UTC),
+                )
+            )
         return False
     eseal = request.app.state.payments.eseal
     outcome = run_in_transaction(
-        sessions, lambda s: apply_result(s, result, source="notify", eseal=eseal))
+        sessions, lambda s: apply_result(s, result, source="notify", eseal=eseal)
+    )
     after_commit(outcome, sessions, request.app.state.payments)
     return outcome.acknowledged

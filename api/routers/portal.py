@@ -43,8 +43,9 @@ def _lang(request: Request) -> str:
 
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     lang = _lang(request)
-    response = templates.TemplateResponse(request, name, {"lang": lang, "t": texts(lang),
-                                                          **context}, status_code=status)
+    response = templates.TemplateResponse(
+        request, name, {"lang": lang, "t": texts(lang), **context}, status_code=status
+    )
     if "lang" in request.query_params:
         response.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax")
     return response
@@ -73,8 +74,13 @@ def lookup(request: Request, code: str = "") -> Response:
     try:
         return RedirectResponse(f"/pay/{validate_code(code)}", status_code=303)
     except PaymentCodeError as exc:
-        return _page(request, "enter_code.html", 422, code=code,
-                     error=texts(_lang(request))["bad_code"] + exc.detail)
+        return _page(
+            request,
+            "enter_code.html",
+            422,
+            code=code,
+            error=texts(_lang(request))["bad_code"] + exc.detail,
+        )
 
 
 @router.get("/pay/{code}")
@@ -82,8 +88,9 @@ def show_notice(request: Request, code: str, db: Db) -> Response:
     return _limited(request) or _notice_page(request, db, code)
 
 
-def _notice_page(request: Request, db: Session, code: str, error: str | None = None,
-                 status: int = 200) -> Response:
+def _notice_page(
+    request: Request, db: Session, code: str, error: str | None = None, status: int = 200
+) -> Response:
     t = texts(_lang(request))
     try:
         notice = find_public(db, code, today_in_shanghai())
@@ -93,17 +100,30 @@ def _notice_page(request: Request, db: Session, code: str, error: str | None = N
         return _page(request, "enter_code.html", 404, code=code, error=t["unknown_code"])
     secret = get_runtime(request).settings.secret("secret_key")
     token = request.cookies.get(CSRF_COOKIE) or new_csrf_token(secret)
-    response = _page(request, "notice.html", status, n=notice, csrf=token, error=error,
-                     channels=request.app.state.payments.router.channels(),
-                     receipt_url=_receipt_url(request, db, notice_id=notice.notice_id))
-    response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+    response = _page(
+        request,
+        "notice.html",
+        status,
+        n=notice,
+        csrf=token,
+        error=error,
+        channels=request.app.state.payments.router.channels(),
+        receipt_url=_receipt_url(request, db, notice_id=notice.notice_id),
+    )
+    response.set_cookie(
+        CSRF_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+    )
     return response
 
 
 @router.post("/pay/{code}/checkout")
-def checkout(request: Request, code: str, db: Db, channel: Annotated[str, Form()],
-             csrf_token: Annotated[str, Form()] = "") -> Response:
+def checkout(
+    request: Request,
+    code: str,
+    db: Db,
+    channel: Annotated[str, Form()],
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
     secret = get_runtime(request).settings.secret("secret_key")
     if not csrf_ok(secret, request.cookies.get(CSRF_COOKIE), csrf_token):
         return _message(request, "csrf", 403)
@@ -130,9 +150,15 @@ def payment_return(request: Request, order_id: str) -> Response:
     with runtime.sessions() as db:
         attempt = payments.get_attempt(db, order_id)
         notice_code = attempt.notice_id and _code_of(db, attempt.notice_id)
-        return _page(request, "return.html", order_id=order_id, state=attempt.state,
-                     amount=attempt.amount, payment_code=notice_code,
-                     receipt_url=_receipt_url(request, db, attempt_id=attempt.id))
+        return _page(
+            request,
+            "return.html",
+            order_id=order_id,
+            state=attempt.state,
+            amount=attempt.amount,
+            payment_code=notice_code,
+            receipt_url=_receipt_url(request, db, attempt_id=attempt.id),
+        )
 
 
 def _code_of(db: Session, notice_id: int) -> str:
@@ -141,11 +167,15 @@ def _code_of(db: Session, notice_id: int) -> str:
     return db.scalar(select(Notice.payment_code).where(Notice.id == notice_id)) or ""
 
 
-def _receipt_url(request: Request, db: Session, *, notice_id: int | None = None,
-                 attempt_id: int | None = None) -> str | None:
+def _receipt_url(
+    request: Request, db: Session, *, notice_id: int | None = None, attempt_id: int | None = None
+) -> str | None:
     query = select(Receipt)
-    query = query.where(Receipt.notice_id == notice_id) if notice_id is not None else query.where(
-        Receipt.attempt_id == attempt_id)
+    query = (
+        query.where(Receipt.notice_id == notice_id)
+        if notice_id is not None
+        else query.where(Receipt.attempt_id == attempt_id)
+    )
     receipt = db.scalars(query).one_or_none()
     base = get_runtime(request).settings.public_base_url
     return verify_url(base, receipt) if receipt else None

@@ -35,7 +35,8 @@ class RefundCreate(BaseModel):
     amount: str = Field(description='Yuan, e.g. "60.00"')
     reason: str = Field(min_length=1, max_length=300)
     refund_amount_available: str | None = Field(
-        None, description="What you believe is still refundable; 412 if it is not current")
+        None, description="What you believe is still refundable; 412 if it is not current"
+    )
 
     @field_validator("amount", "refund_amount_available")
     @classmethod
@@ -61,21 +62,36 @@ class RefundList(BaseModel):
 
 
 def _out(refund: Refund) -> RefundOut:
-    return RefundOut(refund_id=refund.refund_id, notice_id=refund.notice_id, kind=refund.kind,
-                     amount=format_fen(refund.amount), state=refund.state, reason=refund.reason,
-                     created_at=refund.created_at)
+    return RefundOut(
+        refund_id=refund.refund_id,
+        notice_id=refund.notice_id,
+        kind=refund.kind,
+        amount=format_fen(refund.amount),
+        state=refund.state,
+        reason=refund.reason,
+        created_at=refund.created_at,
+    )
 
 
 @router.post("/{notice_id}/refunds", status_code=201, response_model=RefundOut)
-def create_refund(notice_id: NoticeId, body: RefundCreate, who: Refunder,
-                  session: WriteSession, request: Request,
-                  background: BackgroundTasks) -> RefundOut:
+def create_refund(
+    notice_id: NoticeId,
+    body: RefundCreate,
+    who: Refunder,
+    session: WriteSession,
+    request: Request,
+    background: BackgroundTasks,
+) -> RefundOut:
     """Refund all or part of a paid notice; the total never exceeds what was paid."""
     expected = body.refund_amount_available
     refund = refunds.request_refund(
-        session, department_id=who.department_id, notice_id=notice_id,
-        amount=parse_fen(body.amount, field="amount"), reason=body.reason,
-        expected_available=None if expected is None else parse_fen(expected))
+        session,
+        department_id=who.department_id,
+        notice_id=notice_id,
+        amount=parse_fen(body.amount, field="amount"),
+        reason=body.reason,
+        expected_available=None if expected is None else parse_fen(expected),
+    )
     runtime, payments = request.app.state.runtime, request.app.state.payments
     background.add_task(submit_refund, runtime.sessions, payments, refund.id)
     return _out(refund)
@@ -85,8 +101,10 @@ def create_refund(notice_id: NoticeId, body: RefundCreate, who: Refunder,
 def list_refunds(notice_id: NoticeId, who: Reader, session: ReadSession) -> RefundList:
     """The notice's refunds and what is still refundable."""
     notice = get_notice(session, who.department_id, notice_id)
-    rows = session.scalars(select(Refund).where(Refund.notice_id == notice.id)
-                           .order_by(Refund.id)).all()
+    rows = session.scalars(
+        select(Refund).where(Refund.notice_id == notice.id).order_by(Refund.id)
+    ).all()
     available = refunds.availability(session, notice).available if notice.status == "paid" else 0
-    return RefundList(refunds=[_out(r) for r in rows],
-                      refund_amount_available=format_fen(available))
+    return RefundList(
+        refunds=[_out(r) for r in rows], refund_amount_available=format_fen(available)
+    )

@@ -24,7 +24,8 @@ def classify(code: str) -> tuple[AccountType, str]:
     """Type and default name of an account code, or a ValidationError for an unknown kind."""
     kind, _, qualifier = code.partition(":")
     if kind not in KINDS or (":" in code and not qualifier) or len(code) > 128:
-        raise ValidationError(f"unknown account code {code!r}; kinds are {', '.join(KINDS)}",
-                              field="account")
+        raise ValidationError(
+            f"unknown account code {code!r}; kinds are {', '.join(KINDS)}", field="account"
+        )
     account_type, name = KINDS[kind]
     return account_type, name.format(q=qualifier or "").strip()

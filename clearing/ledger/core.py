@@ -67,8 +67,9 @@ class Posting:
         if isinstance(self.amount, bool) or not isinstance(self.amount, int):
             raise ValidationError("posting amounts are integer fen", field="amount")
         if not 0 < self.amount <= MAX_AMOUNT:
-            raise ValidationError(f"posting amount must be in 1..{MAX_AMOUNT} fen, "
-                                  f"got {self.amount}", field="amount")
+            raise ValidationError(
+                f"posting amount must be in 1..{MAX_AMOUNT} fen, got {self.amount}", field="amount"
+            )
         object.__setattr__(self, "direction", Direction(self.direction))
 
     @classmethod
@@ -94,8 +95,9 @@ def _freeze(metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
     try:
         data = json.loads(json.dumps(dict(metadata or {}), sort_keys=True))
     except (TypeError, ValueError) as exc:
-        raise ValidationError(f"entry metadata must be JSON with string keys: {exc}",
-                              field="metadata") from None
+        raise ValidationError(
+            f"entry metadata must be JSON with string keys: {exc}", field="metadata"
+        ) from None
     return MappingProxyType(data)
 
 
@@ -114,8 +116,9 @@ class Entry:
 
     def __post_init__(self) -> None:
         if not self.idempotency_key or len(self.idempotency_key) > 200:
-            raise ValidationError("an entry needs an idempotency key of 1..200 characters",
-                                  field="idempotency_key")
+            raise ValidationError(
+                "an entry needs an idempotency key of 1..200 characters", field="idempotency_key"
+            )
         object.__setattr__(self, "postings", tuple(self.postings))
         object.__setattr__(self, "metadata", _freeze(self.metadata))
         ensure_balanced(self.postings)
@@ -135,26 +138,36 @@ def ensure_balanced(postings: Iterable[Posting]) -> None:
     """Raise :class:`UnbalancedEntry` unless there are 2+ postings and each currency nets to 0."""
     postings = list(postings)
     if len(postings) < 2:
-        raise UnbalancedEntry(f"an entry needs at least two postings, got {len(postings)}",
-                              field="postings")
+        raise UnbalancedEntry(
+            f"an entry needs at least two postings, got {len(postings)}", field="postings"
+        )
     totals: dict[str, int] = defaultdict(int)
     for posting in postings:
         totals[posting.currency] += posting.signed
     for currency, diff in sorted(totals.items()):
         if diff:
-            raise UnbalancedEntry(f"debits and credits differ by {diff} fen in {currency}",
-                                  field="postings")
+            raise UnbalancedEntry(
+                f"debits and credits differ by {diff} fen in {currency}", field="postings"
+            )
 
 
-def reversal(original: Entry, *, idempotency_key: str, business_date: date,
-             original_id: int, description: str | None = None) -> Entry:
+def reversal(
+    original: Entry,
+    *,
+    idempotency_key: str,
+    business_date: date,
+    original_id: int,
+    description: str | None = None,
+) -> Entry:
     """The entry that undoes ``original``: the same postings in the opposite direction."""
     return Entry(
         idempotency_key=idempotency_key,
         business_date=business_date,
         description=description or f"Reversal of entry {original_id}: {original.description}",
-        postings=tuple(Posting(p.account, p.direction.opposite(), p.amount, p.currency)
-                       for p in original.postings),
+        postings=tuple(
+            Posting(p.account, p.direction.opposite(), p.amount, p.currency)
+            for p in original.postings
+        ),
         metadata={"reversal_of": original_id},
         ref_type=original.ref_type,
         ref_id=original.ref_id,

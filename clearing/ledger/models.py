@@ -62,13 +62,15 @@ class JournalEntry(Base):
     ref_type: Mapped[str | None] = mapped_column(String(40))
     ref_id: Mapped[str | None] = mapped_column(String(64))
     reverses_id: Mapped[int | None] = mapped_column(
-        BigId, ForeignKey("journal_entries.id"), unique=True)
+        BigId, ForeignKey("journal_entries.id"), unique=True
+    )
     """The entry this one reverses; unique, so an entry can be reversed only once."""
     content_hash: Mapped[str] = mapped_column(String(64))
     """SHA-256 of the canonical entry (see ``core.canonical_bytes``)."""
 
-    postings: Mapped[list[Posting]] = relationship(back_populates="entry", lazy="selectin",
-                                                   order_by="Posting.id")
+    postings: Mapped[list[Posting]] = relationship(
+        back_populates="entry", lazy="selectin", order_by="Posting.id"
+    )
 
 
 class Posting(Base):

@@ -47,9 +47,11 @@ def upsert(session: Session, model: type) -> postgresql.Insert | sqlite.Insert:
 def _statements(dialect: str) -> tuple[Any, Any]:
     entries, postings = JournalEntry.__table__, PostingRow.__table__
     module = postgresql if dialect == "postgresql" else sqlite
-    entry_stmt = (module.insert(entries)
-                  .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                  .returning(entries.c.id))
+    entry_stmt = (
+        module.insert(entries)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(entries.c.id)
+    )
     return entry_stmt, insert(postings)
 
 
@@ -63,8 +65,9 @@ class LedgerRepository:
         self._opened_here: set[str] = set()
 
     # accounts -----------------------------------------------------------------------------
-    def accounts(self, codes: Iterable[str] | Mapping[str, str],
-                 currency: str = "CNY") -> dict[str, AccountRef]:
+    def accounts(
+        self, codes: Iterable[str] | Mapping[str, str], currency: str = "CNY"
+    ) -> dict[str, AccountRef]:
         """Resolve account codes to accounts, opening chart-of-accounts kinds on first use, in
         the currency given per code (a mapping) or in ``currency``."""
         currencies = dict(codes) if isinstance(codes, Mapping) else dict.fromkeys(codes, currency)
@@ -83,18 +86,28 @@ class LedgerRepository:
                     cache[code] = ref
         return found
 
-    def open_account(self, code: str, account_type: AccountType, currency: str,
-                     name: str) -> AccountRef:
-        stmt = upsert(self.session, Account).values(
-            code=code, type=account_type.value, currency=currency, name=name,
-            created_at=utcnow()).on_conflict_do_nothing(index_elements=["code"]
-                                                        ).returning(Account.id)
+    def open_account(
+        self, code: str, account_type: AccountType, currency: str, name: str
+    ) -> AccountRef:
+        stmt = (
+            upsert(self.session, Account)
+            .values(
+                code=code,
+                type=account_type.value,
+                currency=currency,
+                name=name,
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=["code"])
+            .returning(Account.id)
+        )
         if self.session.execute(stmt).first() is not None:
             self._opened_here.add(code)
         ref = self._select([code])[code]
         if (ref.type, ref.currency) != (account_type, currency):
-            raise ValidationError(f"account {code} exists as {ref.type} in {ref.currency}",
-                                  field="account")
+            raise ValidationError(
+                f"account {code} exists as {ref.type} in {ref.currency}", field="account"
+            )
         return ref
 
     def _open(self, currencies: Mapping[str, str]) -> None:
@@ -104,67 +117,99 @@ class LedgerRepository:
 
     def _select(self, codes: Iterable[str]) -> dict[str, AccountRef]:
         rows = self.session.execute(
-            select(Account.id, Account.code, Account.type, Account.currency)
-            .where(Account.code.in_(list(codes))))
+            select(Account.id, Account.code, Account.type, Account.currency).where(
+                Account.code.in_(list(codes))
+            )
+        )
         return {r.code: AccountRef(r.id, r.code, AccountType(r.type), r.currency) for r in rows}
 
     # entries ------------------------------------------------------------------------------
-    def insert_entry(self, entry: Entry, created_at: datetime, content_hash: str,
-                     accounts: dict[str, AccountRef]) -> int | None:
+    def insert_entry(
+        self, entry: Entry, created_at: datetime, content_hash: str, accounts: dict[str, AccountRef]
+    ) -> int | None:
         """Insert the entry and its postings; ``None`` when the idempotency key already exists.
 
         The two statements are built once per dialect on the tables (Core, not the ORM's bulk
         path) and take bound parameters, so SQLAlchemy compiles and caches them once."""
         entry_stmt, postings_stmt = _statements(self.session.get_bind().dialect.name)
-        entry_id = self.session.execute(entry_stmt, {
-            "idempotency_key": entry.idempotency_key, "business_date": entry.business_date,
-            "created_at": created_at, "description": entry.description,
-            "metadata": dict(entry.metadata), "ref_type": entry.ref_type, "ref_id": entry.ref_id,
-            "reverses_id": entry.reverses_id, "content_hash": content_hash}).scalar()
+        entry_id = self.session.execute(
+            entry_stmt,
+            {
+                "idempotency_key": entry.idempotency_key,
+                "business_date": entry.business_date,
+                "created_at": created_at,
+                "description": entry.description,
+                "metadata": dict(entry.metadata),
+                "ref_type": entry.ref_type,
+                "ref_id": entry.ref_id,
+                "reverses_id": entry.reverses_id,
+                "content_hash": content_hash,
+            },
+        ).scalar()
         if entry_id is None:
             return None
-        self.session.execute(postings_stmt, [
-            {"entry_id": entry_id, "account_id": accounts[p.account].id,
-             "direction": p.direction.value, "amount": p.amount, "currency": p.currency}
-            for p in entry.postings])
+        self.session.execute(
+            postings_stmt,
+            [
+                {
+                    "entry_id": entry_id,
+                    "account_id": accounts[p.account].id,
+                    "direction": p.direction.value,
+                    "amount": p.amount,
+                    "currency": p.currency,
+                }
+                for p in entry.postings
+            ],
+        )
         return entry_id
 
     def entry_by_key(self, key: str) -> JournalEntry | None:
         return self.session.scalars(
-            select(JournalEntry).where(JournalEntry.idempotency_key == key)).one_or_none()
+            select(JournalEntry).where(JournalEntry.idempotency_key == key)
+        ).one_or_none()
 
     def entry(self, entry_id: int) -> JournalEntry | None:
         return self.session.get(JournalEntry, entry_id)
 
     def reversal_of(self, entry_id: int) -> JournalEntry | None:
         return self.session.scalars(
-            select(JournalEntry).where(JournalEntry.reverses_id == entry_id)).one_or_none()
+            select(JournalEntry).where(JournalEntry.reverses_id == entry_id)
+        ).one_or_none()
 
     def entries_for(self, ref_type: str, ref_id: str) -> Sequence[JournalEntry]:
         return self.session.scalars(
-            select(JournalEntry).where(JournalEntry.ref_type == ref_type,
-                                       JournalEntry.ref_id == ref_id)
-            .order_by(JournalEntry.id)).all()
+            select(JournalEntry)
+            .where(JournalEntry.ref_type == ref_type, JournalEntry.ref_id == ref_id)
+            .order_by(JournalEntry.id)
+        ).all()
 
     # balances -----------------------------------------------------------------------------
-    def totals(self, *, as_of: date | None = None, at: datetime | None = None,
-               codes: Sequence[str] | None = None) -> list[tuple[str, str, str, int, int]]:
+    def totals(
+        self,
+        *,
+        as_of: date | None = None,
+        at: datetime | None = None,
+        codes: Sequence[str] | None = None,
+    ) -> list[tuple[str, str, str, int, int]]:
         """(code, type, currency, debits, credits) per account, optionally up to a date/moment."""
         cond = [JournalEntry.id == PostingRow.entry_id]
         if as_of is not None:
             cond.append(JournalEntry.business_date <= as_of)
         if at is not None:
             cond.append(JournalEntry.created_at <= at)
-        legs = (select(PostingRow.account_id, PostingRow.direction, PostingRow.amount)
-                .join(JournalEntry, and_(*cond)).subquery())
-        debit = func.coalesce(func.sum(case((legs.c.direction == "D", legs.c.amount),
-                                            else_=0)), 0)
-        credit = func.coalesce(func.sum(case((legs.c.direction == "C", legs.c.amount),
-                                             else_=0)), 0)
-        stmt = (select(Account.code, Account.type, Account.currency, debit, credit)
-                .outerjoin(legs, legs.c.account_id == Account.id)
-                .group_by(Account.id, Account.code, Account.type, Account.currency)
-                .order_by(Account.code))
+        legs = (
+            select(PostingRow.account_id, PostingRow.direction, PostingRow.amount)
+            .join(JournalEntry, and_(*cond))
+            .subquery()
+        )
+        debit = func.coalesce(func.sum(case((legs.c.direction == "D", legs.c.amount), else_=0)), 0)
+        credit = func.coalesce(func.sum(case((legs.c.direction == "C", legs.c.amount), else_=0)), 0)
+        stmt = (
+            select(Account.code, Account.type, Account.currency, debit, credit)
+            .outerjoin(legs, legs.c.account_id == Account.id)
+            .group_by(Account.id, Account.code, Account.type, Account.currency)
+            .order_by(Account.code)
+        )
         if codes is not None:
             stmt = stmt.where(Account.code.in_(list(codes)))
         return [(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in self.session.execute(stmt)]
@@ -172,19 +217,27 @@ class LedgerRepository:
     # chain --------------------------------------------------------------------------------
     def chain_head(self) -> ChainLink | None:
         return self.session.scalars(
-            select(ChainLink).order_by(ChainLink.seq.desc()).limit(1)).one_or_none()
+            select(ChainLink).order_by(ChainLink.seq.desc()).limit(1)
+        ).one_or_none()
 
     def unsealed(self, limit: int) -> list[tuple[int, str]]:
         sealed = select(ChainLink.entry_id).where(ChainLink.entry_id == JournalEntry.id)
         rows = self.session.execute(
             select(JournalEntry.id, JournalEntry.content_hash)
-            .where(~sealed.exists()).order_by(JournalEntry.id).limit(limit))
+            .where(~sealed.exists())
+            .order_by(JournalEntry.id)
+            .limit(limit)
+        )
         return [(r[0], r[1]) for r in rows]
 
     def count_unsealed(self) -> int:
         sealed = select(ChainLink.entry_id).where(ChainLink.entry_id == JournalEntry.id)
-        return self.session.scalar(select(func.count()).where(~sealed.exists())
-                                   .select_from(JournalEntry)) or 0
+        return (
+            self.session.scalar(
+                select(func.count()).where(~sealed.exists()).select_from(JournalEntry)
+            )
+            or 0
+        )
 
     def lock_chain(self) -> None:
         """Serialise sealers. SQLite's BEGIN IMMEDIATE already does; PostgreSQL takes a lock."""
@@ -196,8 +249,9 @@ class LedgerRepository:
             self.session.execute(insert(ChainLink), links)
 
     def chain_page(self, after_seq: int, limit: int) -> Sequence[ChainLink]:
-        return self.session.scalars(select(ChainLink).where(ChainLink.seq > after_seq)
-                                    .order_by(ChainLink.seq).limit(limit)).all()
+        return self.session.scalars(
+            select(ChainLink).where(ChainLink.seq > after_seq).order_by(ChainLink.seq).limit(limit)
+        ).all()
 
     def entries_by_ids(self, ids: Sequence[int]) -> dict[int, JournalEntry]:
         rows = self.session.scalars(select(JournalEntry).where(JournalEntry.id.in_(ids))).all()
@@ -207,9 +261,15 @@ class LedgerRepository:
 def to_core(row: JournalEntry) -> Entry:
     """Rebuild the pure entry from stored rows (raises if the rows are no longer balanced)."""
     return Entry(
-        idempotency_key=row.idempotency_key, business_date=row.business_date,
+        idempotency_key=row.idempotency_key,
+        business_date=row.business_date,
         description=row.description,
-        postings=tuple(Posting(p.account.code, p.direction, p.amount, p.currency)  # type: ignore[arg-type]
-                       for p in row.postings),
-        metadata=row.metadata_ or {}, ref_type=row.ref_type, ref_id=row.ref_id,
-        reverses_id=row.reverses_id)
+        postings=tuple(
+            Posting(p.account.code, p.direction, p.amount, p.currency)  # type: ignore[arg-type]
+            for p in row.postings
+        ),
+        metadata=row.metadata_ or {},
+        ref_type=row.ref_type,
+        ref_id=row.ref_id,
+        reverses_id=row.reverses_id,
+    )

@@ -73,22 +73,35 @@ class LedgerService:
                 return self._replay(entry)  # a retried reversal
             self._check_reversible(entry.reverses_id)
         created_at = utcnow()
-        entry_id = self.repo.insert_entry(entry, created_at, core.content_hash(entry, created_at),
-                                          accounts)
+        entry_id = self.repo.insert_entry(
+            entry, created_at, core.content_hash(entry, created_at), accounts
+        )
         if entry_id is not None:
             return PostedEntry(entry_id, created_at, entry)
         return self._replay(entry)
 
-    def reverse(self, entry_id: int, *, idempotency_key: str, business_date: date,
-                description: str | None = None) -> PostedEntry:
+    def reverse(
+        self,
+        entry_id: int,
+        *,
+        idempotency_key: str,
+        business_date: date,
+        description: str | None = None,
+    ) -> PostedEntry:
         """Post the reversal of entry ``entry_id`` (once; reversing a reversal is allowed,
         reversing the same entry twice is not)."""
         row = self.repo.entry(entry_id)
         if row is None:
             raise NotFound(f"journal entry {entry_id} does not exist")
-        return self.post(core.reversal(to_core(row), idempotency_key=idempotency_key,
-                                       business_date=business_date, original_id=entry_id,
-                                       description=description))
+        return self.post(
+            core.reversal(
+                to_core(row),
+                idempotency_key=idempotency_key,
+                business_date=business_date,
+                original_id=entry_id,
+                description=description,
+            )
+        )
 
     def _replay(self, entry: Entry) -> PostedEntry:
         row = self.repo.entry_by_key(entry.idempotency_key)
@@ -99,7 +112,9 @@ class LedgerService:
         if diffs:
             raise IdempotencyConflict(
                 f"idempotency key {entry.idempotency_key!r} was used for entry {row.id} "
-                f"with a different {', '.join(diffs)}", field=diffs[0])
+                f"with a different {', '.join(diffs)}",
+                field=diffs[0],
+            )
         return PostedEntry(row.id, row.created_at, stored, replayed=True)
 
     def _check_currencies(self, entry: Entry, accounts: dict) -> None:
@@ -107,25 +122,32 @@ class LedgerService:
             if accounts[p.account].currency != p.currency:
                 raise core.UnbalancedEntry(
                     f"account {p.account} is in {accounts[p.account].currency}, "
-                    f"the posting in {p.currency}", field="postings")
+                    f"the posting in {p.currency}",
+                    field="postings",
+                )
 
     def _check_reversible(self, entry_id: int) -> None:
         if self.repo.entry(entry_id) is None:
             raise NotFound(f"journal entry {entry_id} does not exist")
         existing = self.repo.reversal_of(entry_id)
         if existing is not None:
-            raise Conflict(f"journal entry {entry_id} was already reversed by entry "
-                           f"{existing.id}")
+            raise Conflict(f"journal entry {entry_id} was already reversed by entry {existing.id}")
 
     # reads --------------------------------------------------------------------------------
-    def balances(self, *, as_of: date | None = None, at: datetime | None = None,
-                 codes: Sequence[str] | None = None) -> list[AccountBalance]:
+    def balances(
+        self,
+        *,
+        as_of: date | None = None,
+        at: datetime | None = None,
+        codes: Sequence[str] | None = None,
+    ) -> list[AccountBalance]:
         """Every account's debits, credits and balance up to a business date and/or moment."""
-        return [AccountBalance(code, AccountType(t), cur, d, c)
-                for code, t, cur, d, c in self.repo.totals(as_of=as_of, at=at, codes=codes)]
+        return [
+            AccountBalance(code, AccountType(t), cur, d, c)
+            for code, t, cur, d, c in self.repo.totals(as_of=as_of, at=at, codes=codes)
+        ]
 
-    def balance(self, code: str, *, as_of: date | None = None,
-                at: datetime | None = None) -> int:
+    def balance(self, code: str, *, as_of: date | None = None, at: datetime | None = None) -> int:
         """One account's balance in fen, in its normal direction (0 for an unknown account)."""
         rows = self.balances(as_of=as_of, at=at, codes=[code])
         return rows[0].balance if rows else 0
@@ -143,8 +165,15 @@ class LedgerService:
         for entry_id, content in self.repo.unsealed(limit):
             seq += 1
             link_hash = core.chain_hash(seq, prev, content)
-            links.append({"seq": seq, "entry_id": entry_id, "prev_hash": prev,
-                          "hash": link_hash, "sealed_at": utcnow()})
+            links.append(
+                {
+                    "seq": seq,
+                    "entry_id": entry_id,
+                    "prev_hash": prev,
+                    "hash": link_hash,
+                    "sealed_at": utcnow(),
+                }
+            )
             prev = link_hash
         self.repo.append_links(links)
         return len(links)
@@ -164,15 +193,19 @@ class LedgerService:
             after = links[-1].seq
         unsealed = self.repo.count_unsealed()
         failures += self._verify_totals()
-        return VerifyReport(entries=sealed + unsealed, sealed=sealed, unsealed=unsealed,
-                            failures=failures)
+        return VerifyReport(
+            entries=sealed + unsealed, sealed=sealed, unsealed=unsealed, failures=failures
+        )
 
     def _verify_totals(self) -> list[tuple[int, str]]:
         net: dict[str, int] = defaultdict(int)
         for b in self.balances():
             net[b.currency] += b.debits - b.credits
-        return [(0, f"trial balance does not net to zero in {cur}: {diff} fen")
-                for cur, diff in sorted(net.items()) if diff]
+        return [
+            (0, f"trial balance does not net to zero in {cur}: {diff} fen")
+            for cur, diff in sorted(net.items())
+            if diff
+        ]
 
 
 def _link_problem(link, seq: int, prev: str, row) -> str | None:  # type: ignore[no-untyped-def]

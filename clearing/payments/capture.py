@@ -55,8 +55,14 @@ class CaptureOutcome:
         return self.outcome != "unknown_order"
 
 
-def apply_result(session: Session, result: PaymentResult, *, source: str,
-                 now: datetime | None = None, eseal: ESeal | None = None) -> CaptureOutcome:
+def apply_result(
+    session: Session,
+    result: PaymentResult,
+    *,
+    source: str,
+    now: datetime | None = None,
+    eseal: ESeal | None = None,
+) -> CaptureOutcome:
     """Apply a verified statement about an order. Idempotent: repeating it changes nothing.
     ``eseal`` signs the receipt of a settling capture (default: the process settings' key)."""
     now = now or datetime.now(UTC)
@@ -68,8 +74,13 @@ def apply_result(session: Session, result: PaymentResult, *, source: str,
     if attempt.state in MONEY:
         return _log(session, result, source, _outcome("already_captured", attempt))
     if result.amount_fen != attempt.amount:
-        return _log(session, result, source, _outcome("amount_mismatch", attempt),
-                    f"gateway says {result.amount_fen} fen, attempt is {attempt.amount} fen")
+        return _log(
+            session,
+            result,
+            source,
+            _outcome("amount_mismatch", attempt),
+            f"gateway says {result.amount_fen} fen, attempt is {attempt.amount} fen",
+        )
     notice = _lock_notice(session, attempt.notice_id)
     if notice.status in SETTLEABLE:
         outcome = _settle(session, attempt, notice, result, now, eseal)
@@ -87,8 +98,14 @@ def _non_money(attempt: PaymentAttempt, result: PaymentResult, now: datetime) ->
     return _outcome("state_changed", attempt)
 
 
-def _settle(session: Session, attempt: PaymentAttempt, notice: Notice, result: PaymentResult,
-            now: datetime, eseal: ESeal | None) -> CaptureOutcome:
+def _settle(
+    session: Session,
+    attempt: PaymentAttempt,
+    notice: Notice,
+    result: PaymentResult,
+    now: datetime,
+    eseal: ESeal | None,
+) -> CaptureOutcome:
     ensure_transition(attempt.state, AttemptState.SUCCEEDED)
     posted = LedgerService(session).post(_capture_entry(attempt, notice, result, now))
     _mark_paid(attempt, result, now, posted.id, AttemptState.SUCCEEDED)
@@ -96,52 +113,85 @@ def _settle(session: Session, attempt: PaymentAttempt, notice: Notice, result: P
     notice.status, notice.updated_at = "paid", now
     session.flush()  # the unique settles_notice_id is checked here, before anything follows
     receipt = issue_receipt(session, notice, attempt, eseal, now)
-    record_event(session, notice, "notice.paid", {
-        "amount_paid": format_fen(attempt.amount), "late_fee": format_fen(attempt.late_fee),
-        "paid_at": _aware(attempt.paid_at).isoformat(), "gateway": attempt.gateway,
-        "receipt_number": receipt.number}, now=now)
+    record_event(
+        session,
+        notice,
+        "notice.paid",
+        {
+            "amount_paid": format_fen(attempt.amount),
+            "late_fee": format_fen(attempt.late_fee),
+            "paid_at": _aware(attempt.paid_at).isoformat(),
+            "gateway": attempt.gateway,
+            "receipt_number": receipt.number,
+        },
+        now=now,
+    )
     return _outcome("captured", attempt, posted.id)
 
 
-def _duplicate(session: Session, attempt: PaymentAttempt, notice: Notice,
-               result: PaymentResult, now: datetime) -> CaptureOutcome:
+def _duplicate(
+    session: Session, attempt: PaymentAttempt, notice: Notice, result: PaymentResult, now: datetime
+) -> CaptureOutcome:
     ensure_transition(attempt.state, AttemptState.DUPLICATE)
     entry = Entry(
         idempotency_key=f"capture:{attempt.order_id}",
         business_date=business_date(result.paid_at or now),
         description=f"Duplicate payment {attempt.order_id} for notice {notice.payment_code}",
-        postings=(Posting.debit(f"gateway_clearing:{attempt.gateway}", attempt.amount),
-                  Posting.credit("refunds_payable", attempt.amount)),
-        metadata=_metadata(notice, result), ref_type="payment_attempt", ref_id=attempt.order_id)
+        postings=(
+            Posting.debit(f"gateway_clearing:{attempt.gateway}", attempt.amount),
+            Posting.credit("refunds_payable", attempt.amount),
+        ),
+        metadata=_metadata(notice, result),
+        ref_type="payment_attempt",
+        ref_id=attempt.order_id,
+    )
     posted = LedgerService(session).post(entry)
     _mark_paid(attempt, result, now, posted.id, AttemptState.DUPLICATE)
-    refund = Refund(refund_id=new_refund_id(now), notice_id=notice.id, attempt_id=attempt.id,
-                    kind="duplicate", state="submitted", amount=attempt.amount,
-                    reason="duplicate payment: the notice was already paid",
-                    created_at=now, updated_at=now)
+    refund = Refund(
+        refund_id=new_refund_id(now),
+        notice_id=notice.id,
+        attempt_id=attempt.id,
+        kind="duplicate",
+        state="submitted",
+        amount=attempt.amount,
+        reason="duplicate payment: the notice was already paid",
+        created_at=now,
+        updated_at=now,
+    )
     session.add(refund)
     session.flush()
     return _outcome("duplicate", attempt, posted.id, refund.id)
 
 
-def _mark_paid(attempt: PaymentAttempt, result: PaymentResult, now: datetime, entry_id: int,
-               state: AttemptState) -> None:
+def _mark_paid(
+    attempt: PaymentAttempt,
+    result: PaymentResult,
+    now: datetime,
+    entry_id: int,
+    state: AttemptState,
+) -> None:
     attempt.state, attempt.updated_at = state.value, now
     attempt.paid_at = result.paid_at or now
     attempt.gateway_txn_id = result.gateway_txn_id
     attempt.journal_entry_id = entry_id
 
 
-def _capture_entry(attempt: PaymentAttempt, notice: Notice, result: PaymentResult,
-                   now: datetime) -> Entry:
+def _capture_entry(
+    attempt: PaymentAttempt, notice: Notice, result: PaymentResult, now: datetime
+) -> Entry:
     credits = treasury_credits(notice, attempt.principal, attempt.late_fee)
     return Entry(
         idempotency_key=f"capture:{attempt.order_id}",
         business_date=business_date(result.paid_at or now),
         description=f"Payment {attempt.order_id} for notice {notice.payment_code}",
-        postings=(Posting.debit(f"gateway_clearing:{attempt.gateway}", attempt.amount),
-                  *(Posting.credit(acct, fen) for acct, fen in credits.items() if fen)),
-        metadata=_metadata(notice, result), ref_type="payment_attempt", ref_id=attempt.order_id)
+        postings=(
+            Posting.debit(f"gateway_clearing:{attempt.gateway}", attempt.amount),
+            *(Posting.credit(acct, fen) for acct, fen in credits.items() if fen),
+        ),
+        metadata=_metadata(notice, result),
+        ref_type="payment_attempt",
+        ref_id=attempt.order_id,
+    )
 
 
 def treasury_credits(notice: Notice, principal: int, late_fee: int) -> dict[str, int]:
@@ -151,42 +201,55 @@ def treasury_credits(notice: Notice, principal: int, late_fee: int) -> dict[str,
     fee_parts = allocate(late_fee, {k: i.amount for k, i in items.items()}) if late_fee else {}
     out: dict[str, int] = defaultdict(int)
     for key, item in items.items():
-        for treasury, fen in split_amount(item.amount + fee_parts.get(key, 0),
-                                          item.shares).items():
+        for treasury, fen in split_amount(item.amount + fee_parts.get(key, 0), item.shares).items():
             out[f"treasury_payable:{treasury}"] += fen
     assert sum(out.values()) == principal + late_fee, "items must add up to the principal"
     return dict(sorted(out.items()))
 
 
 def _metadata(notice: Notice, result: PaymentResult) -> dict[str, str]:
-    return {"notice_id": str(notice.id), "payment_code": notice.payment_code,
-            "gateway_txn_id": result.gateway_txn_id or ""}
+    return {
+        "notice_id": str(notice.id),
+        "payment_code": notice.payment_code,
+        "gateway_txn_id": result.gateway_txn_id or "",
+    }
 
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _outcome(name: str, attempt: PaymentAttempt, entry_id: int | None = None,
-             refund_id: int | None = None) -> CaptureOutcome:
-    return CaptureOutcome(name, attempt.order_id, attempt.id, attempt.notice_id, entry_id,
-                          refund_id)
+def _outcome(
+    name: str, attempt: PaymentAttempt, entry_id: int | None = None, refund_id: int | None = None
+) -> CaptureOutcome:
+    return CaptureOutcome(
+        name, attempt.order_id, attempt.id, attempt.notice_id, entry_id, refund_id
+    )
 
 
 def _lock_attempt(session: Session, order_id: str) -> PaymentAttempt | None:
-    return session.scalars(select(PaymentAttempt).where(PaymentAttempt.order_id == order_id)
-                           .with_for_update()).one_or_none()
+    return session.scalars(
+        select(PaymentAttempt).where(PaymentAttempt.order_id == order_id).with_for_update()
+    ).one_or_none()
 
 
 def _lock_notice(session: Session, notice_id: int) -> Notice:
-    return session.scalars(select(Notice).where(Notice.id == notice_id)
-                           .with_for_update(of=Notice)).one()
+    return session.scalars(
+        select(Notice).where(Notice.id == notice_id).with_for_update(of=Notice)
+    ).one()
 
 
-def _log(session: Session, result: PaymentResult, source: str, outcome: CaptureOutcome,
-         detail: str = "") -> CaptureOutcome:
-    session.add(GatewayNotification(
-        gateway=result.gateway, event_id=result.event_id, order_id=result.order_id,
-        outcome=outcome.outcome, detail=f"{source}: {result.status.value} {detail}".strip(),
-        received_at=datetime.now(UTC)))
+def _log(
+    session: Session, result: PaymentResult, source: str, outcome: CaptureOutcome, detail: str = ""
+) -> CaptureOutcome:
+    session.add(
+        GatewayNotification(
+            gateway=result.gateway,
+            event_id=result.event_id,
+            order_id=result.order_id,
+            outcome=outcome.outcome,
+            detail=f"{source}: {result.status.value} {detail}".strip(),
+            received_at=datetime.now(UTC),
+        )
+    )
     return outcome

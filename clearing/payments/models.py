@@ -39,8 +39,9 @@ class PaymentAttempt(Base):
         CheckConstraint(_in("state", ATTEMPT_STATES), "state"),
         CheckConstraint("amount > 0", "amount_positive"),
         CheckConstraint("amount = principal + late_fee", "amount_sum"),
-        CheckConstraint("settles_notice_id IS NULL OR settles_notice_id = notice_id",
-                        "settles_own_notice"),
+        CheckConstraint(
+            "settles_notice_id IS NULL OR settles_notice_id = notice_id", "settles_own_notice"
+        ),
         Index("ix_payment_attempts_state_updated_at", "state", "updated_at"),
     )
 

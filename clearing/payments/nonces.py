@@ -23,9 +23,11 @@ class DbNonceStore:
 
     def seen_before(self, gateway: str, nonce: str) -> bool:
         with transaction(self.sessions) as session:
-            stmt = upsert(session, NotifyNonce).values(
-                gateway=gateway, nonce=nonce[:100], seen_at=datetime.now(UTC)
-            ).on_conflict_do_nothing(index_elements=["gateway", "nonce"]
-                                     ).returning(NotifyNonce.nonce)
+            stmt = (
+                upsert(session, NotifyNonce)
+                .values(gateway=gateway, nonce=nonce[:100], seen_at=datetime.now(UTC))
+                .on_conflict_do_nothing(index_elements=["gateway", "nonce"])
+                .returning(NotifyNonce.nonce)
+            )
             # rowcount is not reliable for ORM inserts across drivers; RETURNING is.
             return session.execute(stmt).first() is None

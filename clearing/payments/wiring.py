@@ -14,14 +14,18 @@ from gateways.registry import build_gateways
 from notices.receipts import ESeal
 
 
-def build_payment_context(runtime: Runtime, *, http: httpx.Client | None = None
-                          ) -> PaymentContext:
+def build_payment_context(runtime: Runtime, *, http: httpx.Client | None = None) -> PaymentContext:
     """Adapters for every enabled gateway, the default routing rules, the public base URL."""
-    gateways = build_gateways(runtime.settings, http=http,
-                              nonce_store=DbNonceStore(runtime.sessions))
+    gateways = build_gateways(
+        runtime.settings, http=http, nonce_store=DbNonceStore(runtime.sessions)
+    )
     rules = [r for r in DEFAULT_RULES if r.gateway in gateways]
-    return PaymentContext(gateways, Router(rules), runtime.settings.public_base_url,
-                          ESeal.from_settings(runtime.settings))
+    return PaymentContext(
+        gateways,
+        Router(rules),
+        runtime.settings.public_base_url,
+        ESeal.from_settings(runtime.settings),
+    )
 
 
 @lru_cache(maxsize=1)

@@ -48,8 +48,9 @@ class Forms(HTMLParser):
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "form":
-            self.forms.append({"action": a.get("action"), "method": (a.get("method") or "get"),
-                               "fields": {}})
+            self.forms.append(
+                {"action": a.get("action"), "method": (a.get("method") or "get"), "fields": {}}
+            )
         elif tag in ("input", "button") and self.forms and a.get("name"):
             self.forms[-1]["fields"].setdefault(a["name"], a.get("value") or "")
 
@@ -63,35 +64,54 @@ def forms(html: str) -> list[dict]:
 @pytest.fixture
 def platform(db, tmp_path, gateway_pems):
     def build(gateway: str):
-        settings = Settings(database_url=db.url, var_dir=tmp_path, env="test",
-                            public_base_url=BASE)
+        settings = Settings(database_url=db.url, var_dir=tmp_path, env="test", public_base_url=BASE)
         install_keys(tmp_path, gateway_pems)
         runtime = build_runtime(settings)
         app = create_app(runtime, simulators=False)
         client = TestClient(app, base_url=BASE)
         gateways = build_gateways(settings, http=client, nonce_store=DbNonceStore(db.sessions))
         app.state.payments = PaymentContext(
-            gateways, Router([GatewayRule(gateway, CHANNEL[gateway])]), BASE,
-            ESeal.from_settings(settings))
+            gateways,
+            Router([GatewayRule(gateway, CHANNEL[gateway])]),
+            BASE,
+            ESeal.from_settings(settings),
+        )
         for name in GATEWAY_NAMES:
-            app.mount(f"/sim/{name}", create_simulator(
-                name, settings, notify_client=client, deliver_notifies_inline=True,
-                retry_delays=(0, 0, 0)))
+            app.mount(
+                f"/sim/{name}",
+                create_simulator(
+                    name,
+                    settings,
+                    notify_client=client,
+                    deliver_notifies_inline=True,
+                    retry_delays=(0, 0, 0),
+                ),
+            )
         with transaction(db.sessions) as s:
             catalogue.seed(s, catalogue.load_seed())
-            key = create_department(s, "成都市公安局交通管理局", "510100", "police",
-                                    scopes=SCOPES).full
-            client.keys = {"police": key,
-                           "other": create_department(s, "四川大学", "510100", "school",
-                                                      scopes=SCOPES).full,
-                           "no_refunds": add_key(s, "成都市公安局交通管理局").full}
-        notice = client.post("/v1/notices", headers={"Authorization": f"Bearer {key}"}, json={
-            "kind": "traffic_fine", "payer": {"name": "张小三", "id_number": "11010519491231002X"},
-            "items": [{"item_code": "TF-RED-LIGHT"}],
-            "decision_date": (today_in_shanghai() - timedelta(days=3)).isoformat(),
-            "reference": "JT-2026-001", "description": "闯红灯"})
+            key = create_department(
+                s, "成都市公安局交通管理局", "510100", "police", scopes=SCOPES
+            ).full
+            client.keys = {
+                "police": key,
+                "other": create_department(s, "四川大学", "510100", "school", scopes=SCOPES).full,
+                "no_refunds": add_key(s, "成都市公安局交通管理局").full,
+            }
+        notice = client.post(
+            "/v1/notices",
+            headers={"Authorization": f"Bearer {key}"},
+            json={
+                "kind": "traffic_fine",
+                "payer": {"name": "张小三", "id_number": "11010519491231002X"},
+                "items": [{"item_code": "TF-RED-LIGHT"}],
+                "decision_date": (today_in_shanghai() - timedelta(days=3)).isoformat(),
+                "reference": "JT-2026-001",
+                "description": "闯红灯",
+            },
+        )
         assert notice.status_code == 201, notice.text
         return client, notice.json()
+
     return build
 
 
@@ -113,13 +133,13 @@ def open_gateway(client: TestClient, code: str, channel: str) -> str:
     assert checkout.status_code == 200, checkout.text
     runtime = client.app.state.runtime
     with transaction(runtime.sessions) as s:
-        return s.scalars(select(PaymentAttempt.order_id).order_by(PaymentAttempt.id.desc())
-                         ).first()
+        return s.scalars(select(PaymentAttempt.order_id).order_by(PaymentAttempt.id.desc())).first()
 
 
 def act(client: TestClient, gateway: str, order_id: str, action: str):
-    response = client.post(f"/sim/{gateway}/checkout/{order_id}", data={"action": action},
-                           follow_redirects=False)
+    response = client.post(
+        f"/sim/{gateway}/checkout/{order_id}", data={"action": action}, follow_redirects=False
+    )
     assert response.status_code in (200, 303), response.text
     return response
 
@@ -178,8 +198,11 @@ def test_decline_and_abandon_capture_nothing(db, platform, action):
 def test_forged_and_replayed_notifies_change_nothing(db, platform):
     client, notice = platform("wechatpay")
     order_id = open_gateway(client, notice["payment_code"], "wallet")
-    sim = next(r.app.state.simulator for r in client.app.routes
-               if getattr(r, "path", "") == "/sim/wechatpay")
+    sim = next(
+        r.app.state.simulator
+        for r in client.app.routes
+        if getattr(r, "path", "") == "/sim/wechatpay"
+    )
     act(client, "wechatpay", order_id, "pay_lose_notify")
     _url, headers, body = sim.build_notify(sim.book.get(order_id))
     forged = body.replace(b'"', b"'", 1)
@@ -202,8 +225,10 @@ def test_portal_pages(db, platform):
     code = notice["payment_code"]
     typo = code[:-1] + str((int(code[-1]) + 1) % 10)
     assert client.get(f"/pay/{typo}").status_code == 422
-    assert client.get("/pay/lookup", params={"code": code}, follow_redirects=False
-                      ).headers["location"] == f"/pay/{code}"
+    assert (
+        client.get("/pay/lookup", params={"code": code}, follow_redirects=False).headers["location"]
+        == f"/pay/{code}"
+    )
     english = client.get(f"/pay/{code}?lang=en")
     assert "Total due today" in english.text
     no_csrf = client.post(f"/pay/{code}/checkout", data={"channel": "wallet"})

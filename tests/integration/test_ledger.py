@@ -50,14 +50,16 @@ def test_same_key_other_content_names_the_difference(db):
 def test_reversal_once_only(db):
     original = post(db, payment_entry("p"))
     with transaction(db.sessions) as s:
-        rev = LedgerService(s).reverse(original.id, idempotency_key="rev-p",
-                                       business_date=date(2026, 11, 12))
+        rev = LedgerService(s).reverse(
+            original.id, idempotency_key="rev-p", business_date=date(2026, 11, 12)
+        )
     assert rev.entry.reverses_id == original.id
     with transaction(db.sessions) as s:
         assert LedgerService(s).balance("gateway_clearing:alipay") == 0
     with pytest.raises(Conflict, match="already reversed"), transaction(db.sessions) as s:
-        LedgerService(s).reverse(original.id, idempotency_key="rev-p-2",
-                                 business_date=date(2026, 11, 12))
+        LedgerService(s).reverse(
+            original.id, idempotency_key="rev-p-2", business_date=date(2026, 11, 12)
+        )
 
 
 def test_balance_as_of_business_date(db):
@@ -72,18 +74,27 @@ def test_balance_as_of_business_date(db):
 
 def test_unbalanced_entry_refused_before_the_database():
     with pytest.raises(UnbalancedEntry):
-        Entry("x", date(2026, 1, 1), "bad",
-              (Posting.debit("suspense", 100), Posting.credit("refunds_payable", 99)))
+        Entry(
+            "x",
+            date(2026, 1, 1),
+            "bad",
+            (Posting.debit("suspense", 100), Posting.credit("refunds_payable", 99)),
+        )
 
 
 def test_unknown_account_kind_refused(db):
-    bad = Entry("x", date(2026, 1, 1), "bad",
-                (Posting.debit("petty_cash", 100), Posting.credit("suspense", 100)))
+    bad = Entry(
+        "x",
+        date(2026, 1, 1),
+        "bad",
+        (Posting.debit("petty_cash", 100), Posting.credit("suspense", 100)),
+    )
     with pytest.raises(Exception, match="unknown account code"):
         post(db, bad)
 
 
 # The database's own backstops, tried in raw SQL --------------------------------------------
+
 
 def _raw(db, *statements):
     with db.engine.begin() as conn:
@@ -91,12 +102,15 @@ def _raw(db, *statements):
             conn.execute(text(stmt))
 
 
-@pytest.mark.parametrize("stmt", [
-    "UPDATE postings SET amount = amount + 1",
-    "DELETE FROM postings",
-    "UPDATE journal_entries SET description = 'x'",
-    "DELETE FROM journal_entries",
-])
+@pytest.mark.parametrize(
+    "stmt",
+    [
+        "UPDATE postings SET amount = amount + 1",
+        "DELETE FROM postings",
+        "UPDATE journal_entries SET description = 'x'",
+        "DELETE FROM journal_entries",
+    ],
+)
 def test_journal_is_append_only(db, stmt):
     post(db, payment_entry("p"))
     with pytest.raises(DBAPIError, match="append-only"):
@@ -114,48 +128,62 @@ def test_chain_is_append_only(db):
 def test_amount_must_be_positive(db):
     post(db, payment_entry("p"))
     with pytest.raises(IntegrityError):
-        _raw(db, "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
-                 "VALUES (1, 1, 'D', 0, 'CNY')")
+        _raw(
+            db,
+            "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
+            "VALUES (1, 1, 'D', 0, 'CNY')",
+        )
 
 
 def test_unbalanced_entry_refused_by_postgres_at_commit(pg):
     post(pg, payment_entry("p"))
     with pytest.raises(DBAPIError, match="unbalanced"):
-        _raw(pg,
-             "INSERT INTO journal_entries (idempotency_key, business_date, created_at, "
-             "description, metadata, content_hash) VALUES ('raw', '2026-11-11', now(), 'raw', "
-             "'{}', 'x')",
-             "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
-             "SELECT id, 1, 'D', 100, 'CNY' FROM journal_entries WHERE idempotency_key='raw'",
-             "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
-             "SELECT id, 2, 'C', 99, 'CNY' FROM journal_entries WHERE idempotency_key='raw'")
+        _raw(
+            pg,
+            "INSERT INTO journal_entries (idempotency_key, business_date, created_at, "
+            "description, metadata, content_hash) VALUES ('raw', '2026-11-11', now(), 'raw', "
+            "'{}', 'x')",
+            "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
+            "SELECT id, 1, 'D', 100, 'CNY' FROM journal_entries WHERE idempotency_key='raw'",
+            "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
+            "SELECT id, 2, 'C', 99, 'CNY' FROM journal_entries WHERE idempotency_key='raw'",
+        )
 
 
 def test_single_leg_entry_refused_by_postgres(pg):
     post(pg, payment_entry("p"))
     with pytest.raises(DBAPIError, match="at least two"):
-        _raw(pg,
-             "INSERT INTO journal_entries (idempotency_key, business_date, created_at, "
-             "description, metadata, content_hash) VALUES ('raw', '2026-11-11', now(), 'raw', "
-             "'{}', 'x')")
+        _raw(
+            pg,
+            "INSERT INTO journal_entries (idempotency_key, business_date, created_at, "
+            "description, metadata, content_hash) VALUES ('raw', '2026-11-11', now(), 'raw', "
+            "'{}', 'x')",
+        )
 
 
 def test_posting_added_later_to_an_entry_refused_by_postgres(pg):
     post(pg, payment_entry("p"))
     with pytest.raises(DBAPIError, match="unbalanced"):
-        _raw(pg, "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
-                 "VALUES (1, 1, 'D', 5, 'CNY')")
+        _raw(
+            pg,
+            "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
+            "VALUES (1, 1, 'D', 5, 'CNY')",
+        )
 
 
 def test_unbalanced_entry_refused_by_sqlite_when_sealed(sqlite):
     post(sqlite, payment_entry("p"))
-    _raw(sqlite, "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
-                 "VALUES (1, 1, 'D', 5, 'CNY')")
+    _raw(
+        sqlite,
+        "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
+        "VALUES (1, 1, 'D', 5, 'CNY')",
+    )
     with pytest.raises(DBAPIError, match="unbalanced"), transaction(sqlite.sessions) as s:
         LedgerService(s).seal()
 
 
 # The hash chain ----------------------------------------------------------------------------
+
 
 def test_seal_and_verify(db):
     for i in range(5):
@@ -194,6 +222,7 @@ def _tamper(db, stmt):
 
 # regressions found in review -----------------------------------------------------------------
 
+
 def test_retry_with_tuple_metadata_replays(db):
     entry = payment_entry("meta", metadata={"items": (1, 2)})
     first = post(db, entry)
@@ -208,9 +237,12 @@ def test_metadata_with_non_string_keys_is_a_clear_error():
 
 
 def test_accounts_open_in_the_posting_currency(db):
-    usd = Entry("usd", date(2026, 11, 11), "usd",
-                (Posting.debit("suspense", 100, "USD"), Posting.credit("refunds_payable", 100,
-                                                                       "USD")))
+    usd = Entry(
+        "usd",
+        date(2026, 11, 11),
+        "usd",
+        (Posting.debit("suspense", 100, "USD"), Posting.credit("refunds_payable", 100, "USD")),
+    )
     post(db, usd)
     with transaction(db.sessions) as s:
         rows = {b.code: b.currency for b in LedgerService(s).balances()}

@@ -77,7 +77,7 @@ def test_concurrent_sealers_build_one_chain(pg):
 
     with ThreadPoolExecutor(4) as pool:
         sealed = sum(pool.map(seal, range(4)))
-    while (n := run_in_transaction(pg.sessions, lambda s: LedgerService(s).seal())):
+    while n := run_in_transaction(pg.sessions, lambda s: LedgerService(s).seal()):
         sealed += n
     assert sealed == 200
     with transaction(pg.sessions) as s:

@@ -33,8 +33,11 @@ ESEAL = ESeal(Ed25519PrivateKey.generate())
 
 @pytest.fixture
 def gateways():
-    return {"alipay": FakeGateway("alipay"), "wechatpay": FakeGateway("wechatpay"),
-            "unionpay": FakeGateway("unionpay", Channel.BANK)}
+    return {
+        "alipay": FakeGateway("alipay"),
+        "wechatpay": FakeGateway("wechatpay"),
+        "unionpay": FakeGateway("unionpay", Channel.BANK),
+    }
 
 
 @pytest.fixture
@@ -55,8 +58,9 @@ def start(db, ctx, code, channel="wallet", now=PAID_AT):
 
 
 def apply(db, result, source="notify", eseal=None):
-    return run_in_transaction(db.sessions, lambda s: apply_result(s, result, source=source,
-                                                                  eseal=eseal or ESEAL))
+    return run_in_transaction(
+        db.sessions, lambda s: apply_result(s, result, source=source, eseal=eseal or ESEAL)
+    )
 
 
 def balances(db):
@@ -140,8 +144,10 @@ def test_the_database_refuses_a_second_settling_attempt(db, ctx, gateways, notic
     a, b = start(db, ctx, code), start(db, ctx, code)
     apply(db, gateways["alipay"].pay(a.order_id, PAID_AT))
     with pytest.raises(IntegrityError), db.engine.begin() as conn:
-        conn.execute(text("UPDATE payment_attempts SET settles_notice_id = notice_id "
-                          "WHERE order_id = :o"), {"o": b.order_id})
+        conn.execute(
+            text("UPDATE payment_attempts SET settles_notice_id = notice_id WHERE order_id = :o"),
+            {"o": b.order_id},
+        )
 
 
 def test_late_notify_after_expiry_still_captures_at_the_fixed_amount(db, ctx, gateways, notice):
@@ -151,8 +157,9 @@ def test_late_notify_after_expiry_still_captures_at_the_fixed_amount(db, ctx, ga
     with transaction(db.sessions) as s:
         from clearing.payments.service import expire_if_due
 
-        assert expire_if_due(s, started.order_id, gateways["alipay"].query(started.order_id),
-                             next_day)
+        assert expire_if_due(
+            s, started.order_id, gateways["alipay"].query(started.order_id), next_day
+        )
     outcome = apply(db, gateways["alipay"].pay(started.order_id, PAID_AT + timedelta(hours=14)))
     assert outcome.outcome == "captured"
     assert balances(db)["gateway_clearing:alipay"] == 35600
@@ -203,6 +210,7 @@ def test_a_paid_notice_cannot_start_another_attempt(db, ctx, gateways, notice):
 
 # refunds -----------------------------------------------------------------------------------
 
+
 def paid_notice(db, ctx, gateways, notice):
     who, notice_id, code = notice
     started = start(db, ctx, code)
@@ -211,9 +219,19 @@ def paid_notice(db, ctx, gateways, notice):
 
 
 def request(db, who, notice_id, amount, expected=None):
-    return run_in_transaction(db.sessions, lambda s: refunds.request_refund(
-        s, department_id=who.department_id, notice_id=notice_id, amount=amount,
-        reason="test", expected_available=expected).id)
+    return run_in_transaction(
+        db.sessions,
+        lambda s: (
+            refunds.request_refund(
+                s,
+                department_id=who.department_id,
+                notice_id=notice_id,
+                amount=amount,
+                reason="test",
+                expected_available=expected,
+            ).id
+        ),
+    )
 
 
 def test_partial_then_full_refund(db, ctx, gateways, notice):
@@ -275,6 +293,7 @@ def test_concurrent_refunds_never_exceed_the_payment(pg, ctx, gateways, tmp_path
 
 # the query job: lost notifies and expiry ---------------------------------------------------
 
+
 def test_lost_notify_is_recovered_by_the_query_job(db, ctx, gateways, notice, monkeypatch):
     from clearing.payments.tasks import query_open_attempts
 
@@ -302,8 +321,7 @@ def test_unpaid_attempts_expire_after_their_business_day(db, ctx, gateways, noti
         assert attempt.state == "expired" and attempt.order_id == started.order_id
 
 
-def test_duplicate_found_by_query_is_refunded_after_commit(db, ctx, gateways, notice,
-                                                           monkeypatch):
+def test_duplicate_found_by_query_is_refunded_after_commit(db, ctx, gateways, notice, monkeypatch):
     from clearing.payments.tasks import query_attempt
 
     monkeypatch.delenv("FEISHUI_REDIS_URL", raising=False)

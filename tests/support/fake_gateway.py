@@ -51,23 +51,31 @@ class FakeGateway:
         if request is None:
             return PaymentResult(self.name, order_id, GatewayStatus.NOT_FOUND)
         if order_id in self.paid:
-            return PaymentResult(self.name, order_id, GatewayStatus.SUCCEEDED,
-                                 request.amount_fen, f"T{order_id}", self.paid[order_id])
+            return PaymentResult(
+                self.name,
+                order_id,
+                GatewayStatus.SUCCEEDED,
+                request.amount_fen,
+                f"T{order_id}",
+                self.paid[order_id],
+            )
         return PaymentResult(self.name, order_id, GatewayStatus.PENDING)
 
     def parse_notify(self, raw: RawRequest) -> PaymentResult:  # pragma: no cover - unused
         raise NotImplementedError
 
     def ack(self, accepted: bool) -> NotifyAck:
-        return NotifyAck(200 if accepted else 400, b"success" if accepted else b"fail",
-                         "text/plain")
+        return NotifyAck(
+            200 if accepted else 400, b"success" if accepted else b"fail", "text/plain"
+        )
 
     def refund(self, request: RefundRequest) -> RefundResult:
         if self.refuse_refunds:
             return RefundResult(request.refund_id, RefundStatus.FAILED, request.amount_fen)
         self.refunds.setdefault(request.refund_id, request)
-        return RefundResult(request.refund_id, RefundStatus.SUCCEEDED, request.amount_fen,
-                            f"G{request.refund_id}")
+        return RefundResult(
+            request.refund_id, RefundStatus.SUCCEEDED, request.amount_fen, f"G{request.refund_id}"
+        )
 
     def fetch_bill(self, business_date: date) -> BillFile:  # pragma: no cover - unused
         raise NotImplementedError

@@ -5,8 +5,10 @@ from hypothesis import strategies as st
 
 from reconciliation.remittance import _cap
 
-LINES = [{"revenue_code": "103050101", "budget_level": "city", "amount": 20000},
-         {"revenue_code": "103050199", "budget_level": "city", "amount": 3000}]
+LINES = [
+    {"revenue_code": "103050101", "budget_level": "city", "amount": 20000},
+    {"revenue_code": "103050199", "budget_level": "city", "amount": 3000},
+]
 
 
 def test_owed_at_least_collected_keeps_the_voucher():
@@ -20,10 +22,11 @@ def test_a_refund_reduces_the_lines_in_proportion():
     assert [line["refunded"] for line in capped] == [2609, 391]
 
 
-@given(st.lists(st.integers(1, 10**9), min_size=1, max_size=6), st.integers(-10**9, 10**10))
+@given(st.lists(st.integers(1, 10**9), min_size=1, max_size=6), st.integers(-(10**9), 10**10))
 def test_cap_conserves_every_fen(amounts, owed):
-    voucher = [{"revenue_code": str(i), "budget_level": "city", "amount": a}
-               for i, a in enumerate(amounts)]
+    voucher = [
+        {"revenue_code": str(i), "budget_level": "city", "amount": a} for i, a in enumerate(amounts)
+    ]
     capped = _cap(voucher, owed)
     total = sum(amounts)
     assert sum(line["amount"] for line in capped) == min(total, max(owed, 0))

@@ -16,10 +16,12 @@ class Clock:
 
 
 def router(clock=None, **kw) -> Router:
-    rules = [GatewayRule("alipay", "wallet", priority=10, max_fen=10_000),
-             GatewayRule("wechatpay", "wallet", priority=20),
-             GatewayRule("unionpay", "bank", priority=10),
-             GatewayRule("oldbank", "bank", priority=5, enabled=False)]
+    rules = [
+        GatewayRule("alipay", "wallet", priority=10, max_fen=10_000),
+        GatewayRule("wechatpay", "wallet", priority=20),
+        GatewayRule("unionpay", "bank", priority=10),
+        GatewayRule("oldbank", "bank", priority=5, enabled=False),
+    ]
     return Router(rules, failure_threshold=2, open_seconds=30, clock=clock or Clock(), **kw)
 
 

@@ -8,8 +8,10 @@ from clearing.schedule import recurring_jobs
 
 def test_every_recurring_job_resolves():
     jobs = recurring_jobs()
-    assert {j.func_path for j in jobs} >= {"notices.tasks.expire_notices",
-                                           "reconciliation.tasks.reconcile_night"}
+    assert {j.func_path for j in jobs} >= {
+        "notices.tasks.expire_notices",
+        "reconciliation.tasks.reconcile_night",
+    }
     for job in jobs:
         assert callable(job.resolve()), job.func_path
         assert job.queue in QUEUES
@@ -17,6 +19,9 @@ def test_every_recurring_job_resolves():
 
 
 def test_submitted_refunds_are_swept_every_five_minutes():
-    sweep = next(j for j in recurring_jobs()
-                 if j.func_path == "clearing.payments.tasks.process_submitted_refunds_job")
+    sweep = next(
+        j
+        for j in recurring_jobs()
+        if j.func_path == "clearing.payments.tasks.process_submitted_refunds_job"
+    )
     assert (sweep.queue, sweep.cron) == ("default", "*/5 * * * *")

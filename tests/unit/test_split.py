@@ -135,9 +135,12 @@ def test_allocate_example():
     assert allocate(1, {"a": 1, "b": 1}) == {"a": 1, "b": 0}
 
 
-@given(st.integers(0, 10**12),
-       st.dictionaries(st.text("abcdef", min_size=1, max_size=3), st.integers(1, 10**9),
-                       min_size=1, max_size=8))
+@given(
+    st.integers(0, 10**12),
+    st.dictionaries(
+        st.text("abcdef", min_size=1, max_size=3), st.integers(1, 10**9), min_size=1, max_size=8
+    ),
+)
 def test_allocate_conserves_and_is_proportional(fen, weights):
     parts = allocate(fen, weights)
     total = sum(weights.values())
