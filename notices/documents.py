@@ -311,22 +311,45 @@ def _bold(pdf: FPDF, on: bool) -> None:
 
 
 def _header(pdf: FPDF, doc: NoticeDocument) -> None:
+    zh, en = KIND_LABELS[doc.kind]
+    official_header(
+        pdf,
+        doc.department_name,
+        ("缴款通知书", "Payment Notice"),
+        size=24,
+        spacing=4,
+        facts=(f"业务类型 Kind：{zh} / {en}", f"开具日期 Issued：{doc.issued_on.isoformat()}"),
+    )
+    pdf.ln(4)
+
+
+def official_header(
+    pdf: FPDF,
+    issuer: str,
+    title: tuple[str, str],
+    *,
+    size: int,
+    spacing: int,
+    facts: tuple[str, str],
+) -> None:
+    """The head of an official form (notice or receipt): the issuer, the red, spaced Chinese
+    title over its English one, the double rule of official forms, then two facts left and
+    right."""
     pdf.set_text_color(*_INK)
     pdf.set_font(_FONT, size=11)
-    pdf.cell(0, 6, doc.department_name, align=Align.C, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.cell(0, 6, issuer, align=Align.C, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(1)
     pdf.set_text_color(*_RED)
     pdf.set_draw_color(*_RED)
-    pdf.set_font(_FONT, size=24)
-    pdf.set_char_spacing(4)
+    pdf.set_font(_FONT, size=size)
+    pdf.set_char_spacing(spacing)
     _bold(pdf, True)
-    pdf.cell(0, 11, "缴款通知书", align=Align.C, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.cell(0, size * 0.46, title[0], align=Align.C, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     _bold(pdf, False)
     pdf.set_char_spacing(0)
     pdf.set_font(_FONT, size=11)
-    pdf.cell(0, 6, "Payment Notice", align=Align.C, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.cell(0, 6, title[1], align=Align.C, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(2)
-    # The double rule of official forms.
     y = pdf.get_y()
     pdf.set_line_width(0.8)
     pdf.line(_MARGIN, y, pdf.w - _MARGIN, y)
@@ -334,20 +357,11 @@ def _header(pdf: FPDF, doc: NoticeDocument) -> None:
     pdf.line(_MARGIN, y + 1.2, pdf.w - _MARGIN, y + 1.2)
     pdf.set_line_width(0.2)
     pdf.set_y(y + 3)
-    zh, en = KIND_LABELS[doc.kind]
     pdf.set_text_color(*_MUTED)
     pdf.set_font(_FONT, size=9)
     half = (pdf.w - 2 * _MARGIN) / 2
-    pdf.cell(half, 5, f"业务类型 Kind：{zh} / {en}")
-    pdf.cell(
-        half,
-        5,
-        f"开具日期 Issued：{doc.issued_on.isoformat()}",
-        align=Align.R,
-        new_x=XPos.LMARGIN,
-        new_y=YPos.NEXT,
-    )
-    pdf.ln(4)
+    pdf.cell(half, 5, facts[0])
+    pdf.cell(half, 5, facts[1], align=Align.R, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
 
 def _code_box(pdf: FPDF, code: str) -> None:

@@ -64,6 +64,7 @@ from notices.documents import (
     _paragraph,
     _wrap,
     cjk_font_path,
+    official_header,
     qr_png,
 )
 from notices.fees import SHANGHAI
@@ -611,39 +612,13 @@ def render_receipt_pdf(receipt: Receipt, verify_url: str) -> bytes:
 
 
 def _receipt_header(pdf: FPDF, doc: dict[str, Any]) -> None:
-    pdf.set_text_color(*_INK)
-    pdf.set_font(_FONT, size=11)
-    pdf.cell(0, 6, doc["issuer"]["department"], align=Align.C, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.ln(1)
-    pdf.set_text_color(*_RED)
-    pdf.set_draw_color(*_RED)
-    pdf.set_font(_FONT, size=21)
-    pdf.set_char_spacing(2)
-    _bold(pdf, True)
-    pdf.cell(0, 10, "非税收入电子缴款凭证", align=Align.C, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    _bold(pdf, False)
-    pdf.set_char_spacing(0)
-    pdf.set_font(_FONT, size=11)
-    pdf.cell(0, 6, "Electronic Receipt", align=Align.C, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.ln(2)
-    y = pdf.get_y()
-    pdf.set_line_width(0.8)
-    pdf.line(_MARGIN, y, pdf.w - _MARGIN, y)
-    pdf.set_line_width(0.25)
-    pdf.line(_MARGIN, y + 1.2, pdf.w - _MARGIN, y + 1.2)
-    pdf.set_line_width(0.2)
-    pdf.set_y(y + 3)
-    pdf.set_text_color(*_MUTED)
-    pdf.set_font(_FONT, size=9)
-    half = (pdf.w - 2 * _MARGIN) / 2
-    pdf.cell(half, 5, f"票据号码 No.：{doc['number']}")
-    pdf.cell(
-        half,
-        5,
-        f"校验码 Check code：{doc['check_code']}",
-        align=Align.R,
-        new_x=XPos.LMARGIN,
-        new_y=YPos.NEXT,
+    official_header(
+        pdf,
+        doc["issuer"]["department"],
+        ("非税收入电子缴款凭证", "Electronic Receipt"),
+        size=21,
+        spacing=2,
+        facts=(f"票据号码 No.：{doc['number']}", f"校验码 Check code：{doc['check_code']}"),
     )
     pdf.ln(3)
 

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from clearing.db import transaction
 from clearing.ledger.service import LedgerService
+from tests.conftest import unavailable
 from tests.factories import payment_entry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 @pytest.fixture
 def drill(pg, tmp_path):
     if not (shutil.which("pg_dump") and shutil.which("pg_restore") and shutil.which("psql")):
-        pytest.skip("pg_dump, pg_restore or psql is not installed")
+        unavailable("pg_dump, pg_restore and psql", FileNotFoundError("not on PATH"))
     with transaction(pg.sessions) as s:
         ledger = LedgerService(s)
         for i in range(3):
