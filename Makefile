@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/feishui_test
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo serve test test-fast lint format check-migrations bench clean
+.PHONY: help install demo serve test test-fast lint format check-migrations bench audit clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -47,6 +47,9 @@ check-migrations: $(STAMP) ## alembic check: models and migrations agree (SQLite
 
 bench: $(STAMP) ## run the benchmarks (PostgreSQL); see bench/README.md
 	$(BIN)/python bench/ledger_post.py
+
+audit: $(STAMP) ## pip-audit: known vulnerabilities in the installed dependencies (needs pypi.org/osv.dev)
+	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off
 
 clean: ## remove the venv and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

@@ -23,6 +23,7 @@ from api.routers import (
 from api.runtime import Runtime, get_runtime
 from api.security import RateLimiter
 from api.security_headers import install_security_headers
+from clearing import metrics
 from clearing.payments.service import PaymentContext
 from clearing.payments.wiring import build_payment_context
 from gateways.options import GATEWAY_NAMES
@@ -75,6 +76,7 @@ def create_app(
     install_security_headers(app)
     install_rate_limit(app)
     install_observability(app)  # after the routes: it adds /metrics and times every route
+    metrics.set_circuit_breaker_source(lambda: app.state.payments.router.health())
     if simulators if simulators is not None else runtime.settings.env != "production":
         for name in GATEWAY_NAMES:
             app.mount(

@@ -33,6 +33,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from clearing import metrics
 from clearing.config import get_settings
 from clearing.errors import FeishuiError, NotFound, ValidationError
 from clearing.ledger.core import Entry, Posting
@@ -198,6 +199,8 @@ def _finish(run: ReconciliationRun, tally: Tally, extra: dict[str, int]) -> None
     run.line_count = tally.lines
     run.counts = dict(sorted(tally.counts.items()))
     run.totals = {**dict(sorted(tally.totals.items())), **extra}
+    for outcome, n in run.counts.items():
+        metrics.reconciliation_outcomes.labels(outcome=outcome).inc(n)
 
 
 @dataclass

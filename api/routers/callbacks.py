@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from api.deps import get_runtime
+from clearing import metrics
 from clearing.db import run_in_transaction, transaction
 from clearing.errors import NotFound
 from clearing.payments.capture import apply_result
@@ -46,6 +47,7 @@ def _handle(request: Request, gateway: str, adapter, raw: RawRequest) -> bool:  
     try:
         result = adapter.parse_notify(raw)
     except VerificationError as exc:
+        metrics.notify_verification_failures.labels(gateway=gateway).inc()
         log.warning("refused a %s notify: %s", gateway, exc.detail)
         with transaction(sessions) as session:
             session.add(
@@ -62,4 +64,5 @@ def _handle(request: Request, gateway: str, adapter, raw: RawRequest) -> bool:  
         sessions, lambda s: apply_result(s, result, source="notify", eseal=eseal)
     )
     after_commit(outcome, sessions, request.app.state.payments)
+    metrics.captures.labels(gateway=gateway, outcome=outcome.outcome).inc()
     return outcome.acknowledged

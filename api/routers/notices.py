@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from api.deps import IdemClaim, Reader, ReadSession, View, Writer, WriteSession
+from clearing import metrics
 from notices import idempotency, service, views
 from notices.documents import qr_png, render_notice_pdf
 from notices.schemas import (
@@ -54,6 +55,7 @@ def create_notice(
 ) -> JSONResponse:
     """Issue a payment notice."""
     notice = service.create_notice(session, who, body, view.vault, today=view.today)
+    metrics.notices_created.labels(kind=notice.kind).inc()
     return respond(session, claim, 201, views.notice_out(notice, view).model_dump(mode="json"))
 
 

@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from clearing import metrics
 from clearing.config import get_settings
 from clearing.db import run_in_transaction
 from clearing.jobs import enqueue
@@ -62,6 +63,7 @@ def query_attempt(
         sessions, lambda s: apply_result(s, answer, source="query", now=now, eseal=ctx.eseal)
     )
     after_commit(outcome, sessions, ctx)
+    metrics.captures.labels(gateway=gateway, outcome=outcome.outcome).inc()
     run_in_transaction(sessions, lambda s: expire_if_due(s, order_id, answer, now))
     return outcome
 
