@@ -396,7 +396,21 @@ def _particulars(pdf: FPDF, doc: NoticeDocument) -> None:
         rows.append(("文书编号", "Reference", doc.reference))
     if doc.description:
         rows.append(("事由", "Description", doc.description))
-    label_width, value_width, pad = 40.0, pdf.w - 2 * _MARGIN - 40.0, 2.0
+    particulars_table(pdf, rows, label_width=40.0, line_height=5.5, padding_v=1.4)
+
+
+def particulars_table(
+    pdf: FPDF,
+    rows: list[tuple[str, str, object]],
+    *,
+    label_width: float,
+    line_height: float,
+    padding_v: float,
+) -> None:
+    """A form's particulars: a shaded label column (Chinese and English) beside the values,
+    horizontal rules between rows; used by the notice and the receipt."""
+    pad = 2.0
+    value_width = pdf.w - 2 * _MARGIN - label_width
     pdf.set_draw_color(*_RULE)
     pdf.set_text_color(*_INK)
     pdf.set_font(_FONT, size=10)
@@ -404,8 +418,8 @@ def _particulars(pdf: FPDF, doc: NoticeDocument) -> None:
         col_widths=(label_width, value_width),
         first_row_as_headings=False,
         borders_layout="HORIZONTAL_LINES",
-        line_height=5.5,
-        padding=(1.4, pad),
+        line_height=line_height,
+        padding=(padding_v, pad),
         v_align="M",
         cell_fill_mode="EVEN_COLUMNS",  # the label column
         cell_fill_color=_SHADE,
@@ -414,17 +428,23 @@ def _particulars(pdf: FPDF, doc: NoticeDocument) -> None:
             row = table.row()
             row.cell(f"{zh}  {en}", style=FontFace(color=_MUTED, size_pt=9))
             # Pre-wrapped (with 1 mm to spare) so that Chinese breaks between characters.
-            row.cell("\n".join(_wrap(pdf, value, value_width - 2 * pad - 1)))
+            row.cell("\n".join(_wrap(pdf, str(value), value_width - 2 * pad - 1)))
+    pdf.set_fill_color(255)
     pdf.ln(5)
 
 
-def _items(pdf: FPDF, doc: NoticeDocument) -> None:
+def section_heading(pdf: FPDF, text: str) -> None:
+    """A bold section title such as "缴款项目  Items"."""
     pdf.set_font(_FONT, size=10)
     pdf.set_text_color(*_INK)
     _bold(pdf, True)
-    pdf.cell(0, 6, "缴款项目  Items", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.cell(0, 6, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     _bold(pdf, False)
     pdf.ln(1)
+
+
+def _items(pdf: FPDF, doc: NoticeDocument) -> None:
+    section_heading(pdf, "缴款项目  Items")
     lines = doc.lines or (
         NoticeLine(KIND_LABELS[doc.kind][0], KIND_LABELS[doc.kind][1], 1, doc.principal_fen),
     )

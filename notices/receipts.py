@@ -65,7 +65,9 @@ from notices.documents import (
     _wrap,
     cjk_font_path,
     official_header,
+    particulars_table,
     qr_png,
+    section_heading,
 )
 from notices.fees import SHANGHAI
 from notices.models import Notice
@@ -637,36 +639,11 @@ def _receipt_particulars(pdf: FPDF, doc: dict[str, Any]) -> None:
         ("订单号", "Order", payment["order_id"]),
         ("开具时间", "Issued at", doc["issued_at"]),
     ]
-    label_width, pad = 42.0, 2.0
-    value_width = pdf.w - 2 * _MARGIN - label_width
-    pdf.set_draw_color(*_RULE)
-    pdf.set_text_color(*_INK)
-    pdf.set_font(_FONT, size=10)
-    with pdf.table(
-        col_widths=(label_width, value_width),
-        first_row_as_headings=False,
-        borders_layout="HORIZONTAL_LINES",
-        line_height=5.2,
-        padding=(1.2, pad),
-        v_align="M",
-        cell_fill_mode="EVEN_COLUMNS",
-        cell_fill_color=_SHADE,
-    ) as table:
-        for zh, en, value in rows:
-            row = table.row()
-            row.cell(f"{zh}  {en}", style=FontFace(color=_MUTED, size_pt=9))
-            row.cell("\n".join(_wrap(pdf, str(value), value_width - 2 * pad - 1)))
-    pdf.set_fill_color(255)
-    pdf.ln(5)
+    particulars_table(pdf, rows, label_width=42.0, line_height=5.2, padding_v=1.2)
 
 
 def _receipt_items(pdf: FPDF, doc: dict[str, Any]) -> None:
-    pdf.set_font(_FONT, size=10)
-    pdf.set_text_color(*_INK)
-    _bold(pdf, True)
-    pdf.cell(0, 6, "缴款项目  Items", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    _bold(pdf, False)
-    pdf.ln(1)
+    section_heading(pdf, "缴款项目  Items")
     pdf.set_draw_color(*_RULE)
     heading = FontFace(color=_INK, fill_color=_SHADE, size_pt=9)
     name_width, pad = pdf.w - 2 * _MARGIN - 100, 2.0
