@@ -11,12 +11,14 @@ For each ``--api`` count (default: 1, then 2), on a fresh database ``feishui_ben
   API processes: create a notice (department API), open it on the portal, check out to the Alipay
   simulator, pay there (the simulator delivers the notify over real HTTP), then ask the simulator
   to re-send the notify twice (``/_sim/renotify/{order_id}``): three notifies per payment;
-- wait for every paid simulator order to be captured, run ``feishui reconcile night --date
-  <today>``, ``feishui ledger seal`` and ``feishui ledger verify``.
+- wait for every paid simulator order to be captured, then run the night's reconciliation as RQ
+  jobs on the ``reconciliation`` queue, executed by the workers (the three gateways' bills in
+  parallel, then the bank statement), then ``feishui ledger seal`` and ``feishui ledger verify``.
 
 Checks (a failure exits 1): one capture journal entry per paid notice and per paid simulator
-order (none duplicated, none lost), no ``duplicate`` attempt, no refund, ledger verify ok, the
-Alipay bill's reconciliation run all ``matched``.
+order (none duplicated, none lost), no ``duplicate`` attempt, no refund, ledger verify ok, every
+reconciliation job finished, the Alipay bill's reconciliation run all ``matched``.
+``tests/e2e/test_scaleout.py`` runs it in CI (2 API processes, 40 payments).
 
 Throughput is payments (each: 1 notice + portal + checkout + pay + 3 notifies) per second of
 the driving phase. The machine is shared and small: read the ratio between the rows.
@@ -38,6 +40,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from itertools import count
 from pathlib import Path
@@ -52,40 +55,53 @@ if str(ROOT) not in sys.path:
 
 from notices.service import today_in_shanghai  # noqa: E402
 
-FEISHUI = str(ROOT / ".venv" / "bin" / "feishui")
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
-DB = "feishui_bench_scale"
-REDIS = "redis://127.0.0.1:6379/14"
-BASE_PORT = 8710
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where the processes run: the server, database and Redis db they share, and their ports.
+
+    The defaults are the benchmark's; the CI test (``tests/e2e/test_scaleout.py``) passes its own.
+    """
+
+    server: str = "postgresql+psycopg://postgres@127.0.0.1:5432"
+    database: str = "feishui_bench_scale"
+    redis: str = "redis://127.0.0.1:6379/14"
+    base_port: int = 8710
+    feishui: str = str(Path(sys.executable).parent / "feishui")
+
+    @property
+    def url(self) -> str:
+        return f"{self.server}/{self.database}"
 
 
-def env(var_dir: Path) -> dict[str, str]:
+def env(cluster: Cluster, var_dir: Path) -> dict[str, str]:
     e = dict(os.environ)
     e.update(
         {
-            "FEISHUI_DATABASE_URL": f"{PG}/{DB}",
-            "FEISHUI_REDIS_URL": REDIS,
+            "FEISHUI_DATABASE_URL": cluster.url,
+            "FEISHUI_REDIS_URL": cluster.redis,
             "FEISHUI_VAR_DIR": str(var_dir),
-            "FEISHUI_PUBLIC_BASE_URL": f"http://127.0.0.1:{BASE_PORT}",
+            "FEISHUI_PUBLIC_BASE_URL": f"http://127.0.0.1:{cluster.base_port}",
             "FEISHUI_API_RATE": "",
             "FEISHUI_LOG_LEVEL": "WARNING",
         }
     )
+    e.pop("FEISHUI_ENV", None)
     return e
 
 
-def fresh_database() -> None:
-    admin = create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
+def fresh_database(cluster: Cluster) -> None:
+    admin = create_engine(f"{cluster.server}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{DB}"'))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{cluster.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{cluster.database}"'))
     admin.dispose()
     from clearing import migrate
 
-    migrate.upgrade(f"{PG}/{DB}")
+    migrate.upgrade(cluster.url)
     from redis import Redis
 
-    Redis.from_url(REDIS).flushdb()
+    Redis.from_url(cluster.redis).flushdb()
 
 
 def seed(e: dict[str, str]) -> str:
@@ -106,9 +122,10 @@ def seed(e: dict[str, str]) -> str:
 
 
 def start(cmd: list[str], e: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        cmd, env=e, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-    )
+    with log.open("w") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            cmd, env=e, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def wait_up(port: int, timeout: float = 60) -> None:
@@ -200,17 +217,20 @@ def counts(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
         return {k: conn.execute(text(sql)).scalar() for k, sql in q.items()}
 
 
-def run(apis: int, payments: int, concurrency: int) -> tuple[dict, list[str]]:
+def run(
+    apis: int, payments: int, concurrency: int, cluster: Cluster = Cluster()
+) -> tuple[dict, list[str]]:
     var = Path(tempfile.mkdtemp(prefix="feishui-scale-"))
-    e = env(var)
-    fresh_database()
+    e = env(cluster, var)
+    fresh_database(cluster)
     key = seed(e)
-    ports = [BASE_PORT + i for i in range(apis)]
+    ports = [cluster.base_port + i for i in range(apis)]
+    feishui = cluster.feishui
     procs = [
-        start([FEISHUI, "serve", "--port", str(p), "--no-migrate"], e, var / f"api-{p}.log")
+        start([feishui, "serve", "--port", str(p), "--no-migrate"], e, var / f"api-{p}.log")
         for p in ports
     ]
-    procs += [start([FEISHUI, "worker", "--simple"], e, var / f"worker-{i}.log") for i in range(2)]
+    procs += [start([feishui, "worker", "--simple"], e, var / f"worker-{i}.log") for i in range(2)]
     problems: list[str] = []
     try:
         for p in ports:
@@ -222,7 +242,7 @@ def run(apis: int, payments: int, concurrency: int) -> tuple[dict, list[str]]:
             orders = [o for o in pool.map(payer.pay, range(1, payments + 1))]
         elapsed = time.perf_counter() - started
         orders.append("warm-up")
-        engine = create_engine(f"{PG}/{DB}")
+        engine = create_engine(cluster.url)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # notifies are in flight (background, retried)
             c = counts(engine)
@@ -232,16 +252,10 @@ def run(apis: int, payments: int, concurrency: int) -> tuple[dict, list[str]]:
                 break
             time.sleep(0.5)
         day = today_in_shanghai().isoformat()
-        rec = subprocess.run(
-            [FEISHUI, "reconcile", "night", "--date", day],
-            env=e,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        subprocess.run([FEISHUI, "ledger", "seal"], env=e, cwd=ROOT, capture_output=True)
+        rec = night_through_workers(cluster, day)
+        subprocess.run([feishui, "ledger", "seal"], env=e, cwd=ROOT, capture_output=True)
         verify = subprocess.run(
-            [FEISHUI, "ledger", "verify"], env=e, cwd=ROOT, capture_output=True, text=True
+            [feishui, "ledger", "verify"], env=e, cwd=ROOT, capture_output=True, text=True
         )
         c = counts(engine)
         with engine.connect() as conn:
@@ -271,10 +285,9 @@ def run(apis: int, payments: int, concurrency: int) -> tuple[dict, list[str]]:
         if verify.returncode != 0:
             problems.append(f"ledger verify failed: {verify.stdout[-500:]}{verify.stderr[-500:]}")
         if set(items) != {"matched"} or items.get("matched") != total:
-            problems.append(
-                f"reconciliation not clean: {items} (rc {rec.returncode}: "
-                f"{rec.stdout[-800:]}{rec.stderr[-800:]})"
-            )
+            problems.append(f"reconciliation not clean: {items} (jobs: {rec})")
+        if any(job["status"] != "finished" for job in rec.values()):
+            problems.append(f"a reconciliation job did not finish: {rec}")
         return {
             "apis": apis,
             "payments": payments,
@@ -282,6 +295,7 @@ def run(apis: int, payments: int, concurrency: int) -> tuple[dict, list[str]]:
             "per_second": payments / elapsed,
             "counts": c,
             "reconciliation": items,
+            "jobs": rec,
             "verify": verify.stdout.strip().splitlines()[-1:] if verify.stdout else [],
         }, problems
     finally:
@@ -297,6 +311,41 @@ def run(apis: int, payments: int, concurrency: int) -> tuple[dict, list[str]]:
             shutil.rmtree(var, ignore_errors=True)
         else:
             print(f"  logs kept in {var}", file=sys.stderr)
+
+
+def night_through_workers(cluster: Cluster, day: str, timeout: float = 180) -> dict[str, dict]:
+    """The night's reconciliation as RQ jobs on the ``reconciliation`` queue, run by the
+    workers: each gateway's bill (in parallel), then the bank statement once they are done."""
+    from redis import Redis
+    from rq import Queue
+
+    queue = Queue("reconciliation", connection=Redis.from_url(cluster.redis))
+    bills = {
+        gw: queue.enqueue("reconciliation.tasks.reconcile_day", gw, day, job_timeout=timeout)
+        for gw in ("alipay", "unionpay", "wechatpay")
+    }
+    _wait(bills.values(), timeout)
+    statement = queue.enqueue(
+        "reconciliation.tasks.reconcile_statement_day", day, job_timeout=timeout
+    )
+    _wait([statement], timeout)
+    return {
+        name: {"status": _status(job), "run": job.result}
+        for name, job in {**bills, "statement": statement}.items()
+    }
+
+
+def _wait(jobs, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(_status(j) in ("finished", "failed") for j in jobs):
+            return
+        time.sleep(0.3)
+
+
+def _status(job) -> str:  # type: ignore[no-untyped-def]
+    status = job.get_status(refresh=True)
+    return getattr(status, "value", status)
 
 
 def _sim_paid(var: Path) -> int:
@@ -327,7 +376,7 @@ def main() -> int:
             f"{apis} API process(es), 2 workers: {result['payments']} payments in "
             f"{result['seconds']:.1f} s = {result['per_second']:.1f} payments/s; "
             f"{result['counts']}; reconciliation {result['reconciliation']}; "
-            f"verify {result['verify']}",
+            f"verify {result['verify']}; night jobs {result['jobs']}",
             flush=True,
         )
         for p in problems:
