@@ -8,16 +8,16 @@ STAMP  := $(VENV)/.installed
 PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/feishui_test
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo serve test test-fast lint format check-migrations bench audit clean
+.PHONY: help install demo serve test test-fast lint format check-migrations bench audit lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install feishui with its dev tools
@@ -48,8 +48,15 @@ check-migrations: $(STAMP) ## alembic check: models and migrations agree (SQLite
 bench: $(STAMP) ## run the benchmarks (PostgreSQL); see bench/README.md
 	$(BIN)/python bench/ledger_post.py
 
-audit: $(STAMP) ## pip-audit: known vulnerabilities in the installed dependencies (needs pypi.org/osv.dev)
-	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off
+audit: $(STAMP) ## known vulnerabilities and yanks in requirements.lock (PyPI's advisories; see .ci/audit_deps.py)
+	$(BIN)/python .ci/audit_deps.py requirements.lock
+
+lock: ## re-resolve pyproject.toml's dependencies (dev extra included) into requirements.lock
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	{ sed -n '1,2p' requirements.lock; .lock-venv/bin/pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .lock-venv
 
 clean: ## remove the venv and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis
