@@ -21,8 +21,8 @@ from api.routers import (
     refunds,
 )
 from api.runtime import Runtime, get_runtime
-from api.security import RateLimiter
 from api.security_headers import install_security_headers
+from api.shared_ratelimit import make_limiter
 from clearing import metrics
 from clearing.payments.service import PaymentContext
 from clearing.payments.wiring import build_payment_context
@@ -69,7 +69,9 @@ def create_app(
     app.state.runtime = runtime
     app.state.vault = PayerVault.from_settings(runtime.settings)
     app.state.payments = payments or build_payment_context(runtime)
-    app.state.lookup_limiter = RateLimiter(LOOKUPS_PER_MINUTE, 60)
+    app.state.lookup_limiter = make_limiter(
+        LOOKUPS_PER_MINUTE, 60, "lookup", runtime.settings.redis_url
+    )
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -7,8 +7,11 @@ period (``"100/1s"``), bursts up to the same number. Over the limit: 429 problem
 The bucket is named by the key's public prefix plus a short digest of the whole key, so that
 someone who knows only a prefix (it appears in logs and listings) cannot spend the key owner's
 tokens with made-up secrets. Requests without a bearer token are not limited here (the portal
-has its own limit per client); a malformed bearer token is limited per client address. Each
-API process keeps its own buckets: with N processes a key gets up to N times the rate.
+has its own limit per client); a malformed bearer token is limited per client address.
+
+With ``FEISHUI_REDIS_URL`` set, the buckets live in Redis
+(:class:`api.shared_ratelimit.SharedRateLimiter`), so the limit holds across all API
+processes; without it (the embedded default, one process) they are in memory.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import hashlib
 import math
 import re
 
+import anyio
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import problem
 from api.security import RateLimiter
+from api.shared_ratelimit import SharedRateLimiter, make_limiter
 from clearing.errors import ConfigurationError
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -62,7 +67,7 @@ def bucket_name(authorization: str | None, client: str | None) -> str | None:
 class RateLimitMiddleware:
     """Refuses a key's requests over its rate with 429 and ``Retry-After``."""
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+    def __init__(self, app: ASGIApp, limiter: RateLimiter | SharedRateLimiter) -> None:
         self.app, self.limiter = app, limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,7 +78,11 @@ class RateLimitMiddleware:
         auth = headers.get(b"authorization", b"").decode("latin-1") or None
         client = scope.get("client")
         bucket = bucket_name(auth, client[0] if client else None)
-        wait = self.limiter.hit(bucket) if bucket else 0.0
+        wait = 0.0
+        if bucket and getattr(self.limiter, "shared", False):  # a Redis round trip: off the loop
+            wait = await anyio.to_thread.run_sync(self.limiter.hit, bucket)
+        elif bucket:
+            wait = self.limiter.hit(bucket)
         if wait <= 0:
             await self.app(scope, receive, send)
             return
@@ -89,8 +98,8 @@ class RateLimitMiddleware:
 
 
 def install_rate_limit(
-    app: FastAPI, rate: str | None = None, limiter: RateLimiter | None = None
-) -> RateLimiter | None:
+    app: FastAPI, rate: str | None = None, limiter: RateLimiter | SharedRateLimiter | None = None
+) -> RateLimiter | SharedRateLimiter | None:
     """Limit each API key to ``rate`` (default: the runtime's ``FEISHUI_API_RATE``).
 
     Returns the limiter (None when the rate is empty: no limit). Call once.
@@ -104,6 +113,6 @@ def install_rate_limit(
             raise ConfigurationError(f"FEISHUI_API_RATE: {exc}", field="api_rate") from None
         if parsed is None:
             return None
-        limiter = RateLimiter(*parsed)
+        limiter = make_limiter(*parsed, "api", app.state.runtime.settings.redis_url)
     app.add_middleware(RateLimitMiddleware, limiter=limiter)
     return limiter
