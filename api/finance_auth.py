@@ -10,8 +10,6 @@ limit on failed logins.
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,7 +17,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.deps import get_runtime
-from api.security import CSRF_COOKIE, CSRF_FIELD, RateLimiter, csrf_ok
+from api.security import CSRF_COOKIE, CSRF_FIELD, csrf_ok
+from api.shared_ratelimit import make_blocks, make_limiter
 from clearing.db import run_in_transaction
 from clearing.errors import FeishuiError, Forbidden, Unauthorized
 from reconciliation import users
@@ -38,19 +37,19 @@ class TooManyAttempts(FeishuiError):
 
 class LoginGuard:
     """Failed logins per user name and per client address, counted by the token buckets of
-    :class:`RateLimiter`: the ``max_failures``-th failure in a burst blocks further logins for
-    that key, unchecked, until the bucket has a token again (about ``per / (max_failures - 1)``
-    seconds; a bucket refills completely in ``per`` seconds)."""
+    :class:`RateLimiter` (in Redis, shared by every API process, when it is configured): the
+    ``max_failures``-th failure in a burst blocks further logins for that key, unchecked, until
+    the bucket has a token again (about ``per / (max_failures - 1)`` seconds; a bucket refills
+    completely in ``per`` seconds)."""
 
-    def __init__(self, max_failures: int = 5, per: float = 300.0) -> None:
-        self.limiter = RateLimiter(max(1, max_failures - 1), per)
-        self._blocked: dict[str, float] = {}
-        self._lock = threading.Lock()
+    def __init__(
+        self, max_failures: int = 5, per: float = 300.0, redis_url: str | None = None
+    ) -> None:
+        self.limiter = make_limiter(max(1, max_failures - 1), per, "login", redis_url)
+        self.blocks = make_blocks("login-blocked", redis_url)
 
     def check(self, *keys: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            wait = max((self._blocked.get(k, 0.0) - now for k in keys), default=0.0)
+        wait = max((self.blocks.remaining(k) for k in keys), default=0.0)
         if wait > 0:
             raise TooManyAttempts(f"too many failed logins; try again in {int(wait) + 1} s")
 
@@ -58,15 +57,15 @@ class LoginGuard:
         for key in keys:
             wait = self.limiter.hit(key)
             if wait:
-                with self._lock:
-                    self._blocked[key] = time.monotonic() + wait
+                self.blocks.block(key, wait)
 
 
 def login_guard(request: Request) -> LoginGuard:
     """The app's guard, created on first use."""
     guard = getattr(request.app.state, "finance_login_guard", None)
     if guard is None:
-        guard = request.app.state.finance_login_guard = LoginGuard()
+        redis_url = get_runtime(request).settings.redis_url
+        guard = request.app.state.finance_login_guard = LoginGuard(redis_url=redis_url)
     return guard
 
 

@@ -18,6 +18,8 @@ fails requests.
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 
 from redis import Redis
@@ -93,6 +95,57 @@ class SharedRateLimiter:
                 self.name,
                 type(exc).__name__,
             )
+
+
+class LocalBlocks:
+    """Keys blocked until a moment, in memory (one process)."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def block(self, key: str, seconds: float) -> None:
+        with self._lock:
+            self._until[key] = max(self._until.get(key, 0.0), time.monotonic() + seconds)
+
+    def remaining(self, key: str) -> float:
+        with self._lock:
+            left = self._until.get(key, 0.0) - time.monotonic()
+            if left <= 0:
+                self._until.pop(key, None)
+            return max(0.0, left)
+
+
+class SharedBlocks:
+    """Keys blocked until a moment, in Redis (every process sees them): one key with a TTL per
+    blocked key. Falls back to :class:`LocalBlocks` while Redis is unreachable."""
+
+    def __init__(self, redis: Redis, name: str) -> None:
+        self._redis, self.name, self.fallback = redis, name, LocalBlocks()
+
+    def _key(self, key: str) -> str:
+        return f"feishui:rl:{self.name}:{key}"
+
+    def block(self, key: str, seconds: float) -> None:
+        self.fallback.block(key, seconds)  # also here, so an outage right after still blocks
+        try:
+            self._redis.set(self._key(key), "1", px=max(1, math.ceil(seconds * 1000)))
+        except (RedisError, OSError) as exc:
+            log.warning("blocks %s: Redis unreachable (%s)", self.name, type(exc).__name__)
+
+    def remaining(self, key: str) -> float:
+        try:
+            ttl_ms = self._redis.pttl(self._key(key))
+        except (RedisError, OSError):
+            return self.fallback.remaining(key)
+        return max(0.0, ttl_ms / 1000) if ttl_ms and ttl_ms > 0 else 0.0
+
+
+def make_blocks(name: str, redis_url: str | None) -> LocalBlocks | SharedBlocks:
+    if redis_url:
+        redis = Redis.from_url(redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        return SharedBlocks(redis, name)
+    return LocalBlocks()
 
 
 def make_limiter(rate: int, per: float, name: str, redis_url: str | None):

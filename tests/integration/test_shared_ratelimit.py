@@ -82,3 +82,28 @@ def test_two_api_processes_enforce_one_limit_per_key(db, tmp_path, redis):
         refused = a.get("/v1/catalogue", headers=auth(key))
         assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
         assert b.get("/v1/catalogue", headers=auth(key)).status_code == 429
+
+
+def test_failed_logins_are_counted_across_processes(redis):
+    from api.finance_auth import LoginGuard, TooManyAttempts
+
+    user = f"user:{uuid.uuid4().hex}"
+    one, two = LoginGuard(5, 300, REDIS_URL), LoginGuard(5, 300, REDIS_URL)
+    for guard in (one, two, one, two):  # 4 failures: still allowed
+        guard.check(user)
+        guard.failed(user)
+    one.check(user)
+    two.failed(user)  # the 5th, on the other process, blocks the name everywhere
+    for guard in (one, two):
+        with pytest.raises(TooManyAttempts):
+            guard.check(user)
+    one.check("user:someone-else")
+
+
+def test_blocks_survive_a_redis_outage_in_the_process_that_set_them():
+    from api.shared_ratelimit import make_blocks
+
+    blocks = make_blocks("gone", "redis://127.0.0.1:1/0")
+    blocks.block("k", 30)
+    assert 29 <= blocks.remaining("k") <= 30
+    assert blocks.remaining("other") == 0
