@@ -28,11 +28,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,7 +43,7 @@ from clearing.money import CNY, format_fen
 from clearing.pii import KeyRing, PiiError
 from clearing.runtime import get_runtime
 from notices.event_models import EVENT_TYPES, DepartmentEvent, DepartmentWebhook, WebhookDelivery
-from notices.models import Department, Notice
+from notices.models import Department
 from notices.webhook_signing import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -71,13 +71,31 @@ _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # ------------------------------------------------------------------------------ recording
 
 
+class EventNotice(Protocol):
+    """What an event needs of its notice (an ORM ``Notice`` or a capture's view of one)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def department_id(self) -> int: ...
+    @property
+    def payment_code(self) -> str: ...
+    @property
+    def reference(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def principal(self) -> int: ...
+
+
 def record_event(
     session: Session,
-    notice: Notice,
+    notice: EventNotice,
     type: str,
     payload_extra: dict[str, Any] | None = None,
     *,
     now: datetime | None = None,
+    subscribed: bool | None = None,
 ) -> int | None:
     """Record that ``type`` happened to ``notice``; return the new event's id, or None if this
     notice already has an event of this type (recording is idempotent).
@@ -85,13 +103,16 @@ def record_event(
     Call it inside the transaction that changes the notice, e.g.
     ``record_event(session, notice, "notice.paid", {"amount_paid": "260.00", "paid_at": iso})``.
     ``payload_extra`` is merged into the event's data; amounts are yuan strings, never floats.
+    ``subscribed`` is whether the department has an enabled webhook, when the caller has read
+    it in this transaction already (the capture reads it with the notice); else it is looked up.
     """
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}; expected one of {EVENT_TYPES}")
     at = _utc(now)
     if notice.id is None:
         session.flush()
-    subscribed = _webhook(session, notice.department_id) is not None
+    if subscribed is None:
+        subscribed = has_webhook(session, notice.department_id)
     values = {
         "department_id": notice.department_id,
         "notice_id": notice.id,
@@ -102,12 +123,35 @@ def record_event(
         "attempts": 0,
         "next_attempt_at": at if subscribed else None,
     }
-    stmt = _insert(session)(DepartmentEvent).values(**values)
-    stmt = stmt.on_conflict_do_nothing(index_elements=["notice_id", "type"])
-    return session.execute(stmt.returning(DepartmentEvent.id)).scalar_one_or_none()
+    dialect = session.get_bind().dialect.name
+    return session.execute(_statements(dialect)["insert_event"], values).scalar_one_or_none()  # type: ignore[no-any-return]
 
 
-def event_data(notice: Notice, type: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def has_webhook(session: Session, department_id: int) -> bool:
+    """Whether ``department_id`` has an enabled webhook (its new events are then ``pending``)."""
+    dialect = session.get_bind().dialect.name
+    found = session.execute(_statements(dialect)["webhook"], {"department_id": department_id})
+    return found.first() is not None
+
+
+@functools.lru_cache(maxsize=4)
+def _statements(dialect: str) -> dict[str, Any]:
+    """The recording statements, built once per dialect (Core, compiled once and cached)."""
+    events, hooks = DepartmentEvent.__table__, DepartmentWebhook.__table__
+    module = postgresql if dialect == "postgresql" else sqlite
+    return {
+        "insert_event": module.insert(events)
+        .on_conflict_do_nothing(index_elements=["notice_id", "type"])
+        .returning(events.c.id),
+        "webhook": select(hooks.c.id).where(
+            hooks.c.department_id == bindparam("department_id"), hooks.c.enabled == true()
+        ),
+    }
+
+
+def event_data(
+    notice: EventNotice, type: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The ``data`` of an event: what the department needs to match it to its own records."""
     data: dict[str, Any] = {
         "notice_id": notice.id,
@@ -125,10 +169,6 @@ def event_data(notice: Notice, type: str, extra: dict[str, Any] | None = None) -
         data[key] = value
     json.dumps(data)  # refuse what cannot be delivered now, inside the caller's transaction
     return data
-
-
-def _insert(session: Session):  # type: ignore[no-untyped-def]
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 # ------------------------------------------------------------------------------ endpoints

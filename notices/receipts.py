@@ -27,12 +27,12 @@ import json
 import math
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -44,11 +44,11 @@ from fpdf import FPDF
 from fpdf.enums import Align, XPos, YPos
 from fpdf.fonts import FontFace
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from clearing.errors import ConfigurationError, NotFound, ValidationError
 from clearing.money import CNY, format_fen
-from clearing.payments.models import PaymentAttempt
 from notices.codes import format_code
 from notices.documents import (
     _FONT,
@@ -70,7 +70,6 @@ from notices.documents import (
     section_heading,
 )
 from notices.fees import SHANGHAI
-from notices.models import Notice
 from notices.receipt_models import Receipt
 
 VERSION = 1
@@ -83,6 +82,8 @@ CHECK_LENGTH = 6
 NUMBER_PREFIX = "FS"
 NUMBER_PATTERN = re.compile(r"FS[0-9]{18}")
 _RANDOM_DIGITS = 10
+NUMBER_DRAWS = 8
+"""Numbers drawn before giving up; a collision is one in 10^10 a day, two in a row never."""
 
 
 # --------------------------------------------------------------------------- keys
@@ -265,9 +266,79 @@ def shanghai_iso(moment: datetime) -> str:
     return _aware(moment).astimezone(SHANGHAI).isoformat(timespec="seconds")
 
 
+class ReceiptItem(Protocol):
+    """A notice line as a receipt shows it (an ORM ``NoticeItem`` or a capture's view)."""
+
+    @property
+    def line_no(self) -> int: ...
+    @property
+    def item_code(self) -> str: ...
+    @property
+    def name_zh(self) -> str: ...
+    @property
+    def name_en(self) -> str: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def unit_amount(self) -> int: ...
+    @property
+    def amount(self) -> int: ...
+
+
+class ReceiptDepartment(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def region_code(self) -> str: ...
+
+
+class ReceiptNotice(Protocol):
+    """What a receipt needs of the notice (an ORM ``Notice`` or a capture's view)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def payment_code(self) -> str: ...
+    @property
+    def payer_name_masked(self) -> str: ...
+    @property
+    def department(self) -> ReceiptDepartment: ...
+    @property
+    def items(self) -> Sequence[ReceiptItem]: ...
+
+
+class ReceiptAttempt(Protocol):
+    """What a receipt needs of the settling attempt (an ORM ``PaymentAttempt`` or a view)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def notice_id(self) -> int: ...
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def gateway(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def principal(self) -> int: ...
+    @property
+    def late_fee(self) -> int: ...
+    @property
+    def gateway_txn_id(self) -> str | None: ...
+    @property
+    def paid_at(self) -> datetime | None: ...
+
+
 def build_document(
-    notice: Notice,
-    attempt: PaymentAttempt,
+    notice: ReceiptNotice,
+    attempt: ReceiptAttempt,
     *,
     number: str,
     check_code: str,
@@ -348,23 +419,66 @@ def default_eseal() -> ESeal:
     return ESeal.from_settings(get_settings())
 
 
+@dataclass(frozen=True, slots=True)
+class IssuedReceipt:
+    """The receipt just inserted by :func:`insert_receipt`."""
+
+    id: int
+    number: str
+    check_code: str
+
+
 def issue_receipt(
     session: Session,
-    notice: Notice,
-    attempt: PaymentAttempt,
+    notice: ReceiptNotice,
+    attempt: ReceiptAttempt,
     eseal: ESeal | None = None,
     now: datetime | None = None,
 ) -> Receipt:
-    """Issue, sign and store the receipt of ``attempt`` settling ``notice``; flushes.
+    """Issue, sign and store the receipt of ``attempt`` settling ``notice``.
 
     Idempotent: the notice's existing receipt is returned if it has one (a notice is settled
     once; the database's UNIQUE ``notice_id`` backs this). Call it in the capture transaction,
     after the attempt is ``succeeded`` and the notice ``paid``. ``eseal`` defaults to the
-    process settings' key, ``now`` to the current time.
+    process settings' key, ``now`` to the current time. The capture itself, which knows there
+    is no receipt yet, calls :func:`insert_receipt`.
     """
     existing = session.scalars(select(Receipt).where(Receipt.notice_id == notice.id)).one_or_none()
     if existing is not None:
         return existing
+    issued = insert_receipt(session, notice, attempt, eseal, now)
+    receipt = session.get(Receipt, issued.id)
+    assert receipt is not None  # inserted just now, in this transaction
+    return receipt
+
+
+def insert_receipt(
+    session: Session,
+    notice: ReceiptNotice,
+    attempt: ReceiptAttempt,
+    eseal: ESeal | None = None,
+    now: datetime | None = None,
+) -> IssuedReceipt:
+    """Sign and insert the receipt of ``attempt`` settling ``notice``, without looking for an
+    existing one: the caller knows there is none (it holds the notice's lock and saw it unpaid;
+    the UNIQUE ``notice_id`` refuses a second receipt all the same).
+
+    The number is random; instead of checking it first, the INSERT skips a number already in use
+    (``ON CONFLICT (number) DO NOTHING``) and another one is drawn, signed and inserted.
+    """
+    _check_settling(notice, attempt)
+    eseal = eseal or default_eseal()
+    now = _aware(now or datetime.now(UTC))
+    stmt = _insert_statement(session.get_bind().dialect.name)
+    for _ in range(NUMBER_DRAWS):
+        values = _signed_row(notice, attempt, eseal, new_number(now), now)
+        receipt_id = session.execute(stmt, values).scalar()
+        if receipt_id is not None:
+            return IssuedReceipt(receipt_id, values["number"], values["check_code"])
+    raise RuntimeError("could not draw an unused receipt number")  # 10^10 a day: never
+
+
+def _check_settling(notice: ReceiptNotice, attempt: ReceiptAttempt) -> None:
     if attempt.notice_id != notice.id:
         raise ValidationError(
             f"attempt {attempt.order_id} is not for notice {notice.id}", field="attempt"
@@ -375,9 +489,12 @@ def issue_receipt(
             "attempt gets a receipt",
             field="attempt",
         )
-    eseal = eseal or default_eseal()
-    now = _aware(now or datetime.now(UTC))
-    number = _unused_number(session, now)
+
+
+def _signed_row(
+    notice: ReceiptNotice, attempt: ReceiptAttempt, eseal: ESeal, number: str, now: datetime
+) -> dict[str, Any]:
+    """The ``receipts`` row of the document numbered ``number``, signed with ``eseal``."""
     doc = build_document(
         notice,
         attempt,
@@ -387,28 +504,28 @@ def issue_receipt(
         issued_at=now,
     )
     data = canonical_bytes(doc)
-    receipt = Receipt(
-        number=number,
-        check_code=doc["check_code"],
-        notice_id=notice.id,
-        attempt_id=attempt.id,
-        payload=doc,
-        payload_sha256=hashlib.sha256(data).hexdigest(),
-        signature=eseal.sign(data),
-        key_id=eseal.key_id,
-        issued_at=now,
+    return {
+        "number": number,
+        "check_code": doc["check_code"],
+        "notice_id": notice.id,
+        "attempt_id": attempt.id,
+        "payload": doc,
+        "payload_sha256": hashlib.sha256(data).hexdigest(),
+        "signature": eseal.sign(data),
+        "key_id": eseal.key_id,
+        "issued_at": now,
+    }
+
+
+@lru_cache(maxsize=4)
+def _insert_statement(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (number) DO NOTHING RETURNING id, built once per dialect. Only a
+    number in use is skipped: any other conflict (a second receipt of the notice) still raises."""
+    table = Receipt.__table__
+    module = postgresql if dialect == "postgresql" else sqlite
+    return (
+        module.insert(table).on_conflict_do_nothing(index_elements=["number"]).returning(table.c.id)
     )
-    session.add(receipt)
-    session.flush()
-    return receipt
-
-
-def _unused_number(session: Session, now: datetime) -> str:
-    for _ in range(8):
-        number = new_number(now)
-        if session.scalar(select(Receipt.id).where(Receipt.number == number)) is None:
-            return number
-    raise RuntimeError("could not draw an unused receipt number")  # 10^10 a day: never
 
 
 _DUMMY_CHECK = "Z" * CHECK_LENGTH

@@ -5,29 +5,33 @@ attempts of one notice cannot deadlock); post the journal entry (its idempotency
 ``capture:<order_id>``, is the database's own guarantee of exactly once); mark the notice paid
 and issue the receipt. A success for a notice that is already settled is a *duplicate payment*:
 it is captured to ``refunds_payable`` and a refund of it is opened automatically.
+
+Every read and write is a prebuilt Core statement (:mod:`clearing.payments.repository`), not
+ORM work: a settling capture is 9 statements and no flush (docs/performance.md, "Capture").
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clearing.ledger.core import Entry, Posting
 from clearing.ledger.service import LedgerService
 from clearing.money import format_fen
+from clearing.payments import repository as repo
 from clearing.payments.ids import new_refund_id
-from clearing.payments.models import GatewayNotification, PaymentAttempt, Refund
+from clearing.payments.repository import AttemptView, NoticeView
 from clearing.payments.states import MONEY, OPEN, AttemptState, ensure_transition
 from clearing.split import allocate, split_amount
 from gateways.protocol import GatewayStatus, PaymentResult
 from notices.events import record_event
 from notices.fees import business_date
-from notices.models import Notice
-from notices.receipts import ESeal, issue_receipt
+from notices.receipts import ESeal, insert_receipt
 
 SETTLEABLE = ("unpaid", "expired")
 NON_MONEY = {
@@ -66,11 +70,11 @@ def apply_result(
     """Apply a verified statement about an order. Idempotent: repeating it changes nothing.
     ``eseal`` signs the receipt of a settling capture (default: the process settings' key)."""
     now = now or datetime.now(UTC)
-    attempt = _lock_attempt(session, result.order_id)
+    attempt = repo.lock_attempt(session, result.order_id)
     if attempt is None or attempt.gateway != result.gateway:
         return _log(session, result, source, CaptureOutcome("unknown_order", result.order_id))
     if result.status is not GatewayStatus.SUCCEEDED:
-        return _log(session, result, source, _non_money(attempt, result, now))
+        return _log(session, result, source, _non_money(session, attempt, result, now))
     if attempt.state in MONEY:
         return _log(session, result, source, _outcome("already_captured", attempt))
     if result.amount_fen != attempt.amount:
@@ -81,7 +85,7 @@ def apply_result(
             _outcome("amount_mismatch", attempt),
             f"gateway says {result.amount_fen} fen, attempt is {attempt.amount} fen",
         )
-    notice = _lock_notice(session, attempt.notice_id)
+    notice = repo.lock_notice(session, attempt.notice_id)
     if notice.status in SETTLEABLE:
         outcome = _settle(session, attempt, notice, result, now, eseal)
     else:
@@ -89,48 +93,63 @@ def apply_result(
     return _log(session, result, source, outcome)
 
 
-def _non_money(attempt: PaymentAttempt, result: PaymentResult, now: datetime) -> CaptureOutcome:
+def _non_money(
+    session: Session, attempt: AttemptView, result: PaymentResult, now: datetime
+) -> CaptureOutcome:
     target = NON_MONEY.get(result.status)
     if target is None or attempt.state not in OPEN or attempt.state == target:
         return _outcome("unchanged", attempt)
     ensure_transition(attempt.state, target)
-    attempt.state, attempt.updated_at = target.value, now
+    repo.update_attempt(session, attempt.id, state=target.value, updated_at=now)
     return _outcome("state_changed", attempt)
 
 
 def _settle(
     session: Session,
-    attempt: PaymentAttempt,
-    notice: Notice,
+    attempt: AttemptView,
+    notice: NoticeView,
     result: PaymentResult,
     now: datetime,
     eseal: ESeal | None,
 ) -> CaptureOutcome:
     ensure_transition(attempt.state, AttemptState.SUCCEEDED)
     posted = LedgerService(session).post(_capture_entry(attempt, notice, result, now))
-    _mark_paid(attempt, result, now, posted.id, AttemptState.SUCCEEDED)
-    attempt.settles_notice_id = notice.id
-    notice.status, notice.updated_at = "paid", now
-    session.flush()  # the unique settles_notice_id is checked here, before anything follows
-    receipt = issue_receipt(session, notice, attempt, eseal, now)
+    # The UPDATE runs at once: the UNIQUE settles_notice_id is checked before anything follows.
+    paid = _mark_paid(
+        session, attempt, result, now, posted.id, AttemptState.SUCCEEDED, settles=notice.id
+    )
+    repo.mark_notice(session, notice.id, "paid", now)
+    # No receipt can exist yet: we hold the notice's lock and saw it never paid (unpaid or
+    # expired; the UNIQUE receipts.notice_id backs this), so it is inserted without looking.
+    receipt = insert_receipt(session, notice, paid, eseal, now)
     record_event(
         session,
         notice,
         "notice.paid",
-        {
-            "amount_paid": format_fen(attempt.amount),
-            "late_fee": format_fen(attempt.late_fee),
-            "paid_at": _aware(attempt.paid_at).isoformat(),
-            "gateway": attempt.gateway,
-            "receipt_number": receipt.number,
-        },
+        _paid_event_data(paid, receipt.number),
         now=now,
+        subscribed=notice.subscribed,
     )
-    return _outcome("captured", attempt, posted.id)
+    return _outcome("captured", paid, posted.id)
+
+
+def _paid_event_data(attempt: AttemptView, receipt_number: str) -> dict[str, str]:
+    assert attempt.paid_at is not None  # set by _mark_paid
+    return {
+        "amount_paid": format_fen(attempt.amount),
+        "late_fee": format_fen(attempt.late_fee),
+        "paid_at": _aware(attempt.paid_at).isoformat(),
+        "gateway": attempt.gateway,
+        "receipt_number": receipt_number,
+    }
 
 
 def _duplicate(
-    session: Session, attempt: PaymentAttempt, notice: Notice, result: PaymentResult, now: datetime
+    session: Session,
+    attempt: AttemptView,
+    notice: NoticeView,
+    result: PaymentResult,
+    now: datetime,
 ) -> CaptureOutcome:
     ensure_transition(attempt.state, AttemptState.DUPLICATE)
     entry = Entry(
@@ -146,8 +165,9 @@ def _duplicate(
         ref_id=attempt.order_id,
     )
     posted = LedgerService(session).post(entry)
-    _mark_paid(attempt, result, now, posted.id, AttemptState.DUPLICATE)
-    refund = Refund(
+    _mark_paid(session, attempt, result, now, posted.id, AttemptState.DUPLICATE)
+    refund_id = repo.insert_refund(
+        session,
         refund_id=new_refund_id(now),
         notice_id=notice.id,
         attempt_id=attempt.id,
@@ -158,26 +178,41 @@ def _duplicate(
         created_at=now,
         updated_at=now,
     )
-    session.add(refund)
-    session.flush()
-    return _outcome("duplicate", attempt, posted.id, refund.id)
+    return _outcome("duplicate", attempt, posted.id, refund_id)
 
 
 def _mark_paid(
-    attempt: PaymentAttempt,
+    session: Session,
+    attempt: AttemptView,
     result: PaymentResult,
     now: datetime,
     entry_id: int,
     state: AttemptState,
-) -> None:
-    attempt.state, attempt.updated_at = state.value, now
-    attempt.paid_at = result.paid_at or now
-    attempt.gateway_txn_id = result.gateway_txn_id
-    attempt.journal_entry_id = entry_id
+    *,
+    settles: int | None = None,
+) -> AttemptView:
+    """Record the money on the attempt (and, for the settling one, the notice it settles)."""
+    paid = replace(
+        attempt,
+        state=state.value,
+        paid_at=result.paid_at or now,
+        gateway_txn_id=result.gateway_txn_id,
+    )
+    values: dict[str, Any] = {
+        "state": paid.state,
+        "updated_at": now,
+        "paid_at": paid.paid_at,
+        "gateway_txn_id": paid.gateway_txn_id,
+        "journal_entry_id": entry_id,
+    }
+    if settles is not None:
+        values["settles_notice_id"] = settles
+    repo.update_attempt(session, attempt.id, **values)
+    return paid
 
 
 def _capture_entry(
-    attempt: PaymentAttempt, notice: Notice, result: PaymentResult, now: datetime
+    attempt: AttemptView, notice: NoticeView, result: PaymentResult, now: datetime
 ) -> Entry:
     credits = treasury_credits(notice, attempt.principal, attempt.late_fee)
     return Entry(
@@ -194,7 +229,23 @@ def _capture_entry(
     )
 
 
-def treasury_credits(notice: Notice, principal: int, late_fee: int) -> dict[str, int]:
+class SplitItem(Protocol):
+    """A notice line as the split needs it (an ORM ``NoticeItem`` or a repository view)."""
+
+    @property
+    def line_no(self) -> int: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def shares(self) -> dict[str, int]: ...
+
+
+class SplitNotice(Protocol):
+    @property
+    def items(self) -> Iterable[SplitItem]: ...
+
+
+def treasury_credits(notice: SplitNotice, principal: int, late_fee: int) -> dict[str, int]:
     """Fen owed to each treasury account: each item by its shares; the late fee spread over the
     items in proportion to their amounts, then by the same shares. Conserves every fen."""
     items = {str(item.line_no): item for item in notice.items}
@@ -207,7 +258,7 @@ def treasury_credits(notice: Notice, principal: int, late_fee: int) -> dict[str,
     return dict(sorted(out.items()))
 
 
-def _metadata(notice: Notice, result: PaymentResult) -> dict[str, str]:
+def _metadata(notice: NoticeView, result: PaymentResult) -> dict[str, str]:
     return {
         "notice_id": str(notice.id),
         "payment_code": notice.payment_code,
@@ -220,36 +271,23 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _outcome(
-    name: str, attempt: PaymentAttempt, entry_id: int | None = None, refund_id: int | None = None
+    name: str, attempt: AttemptView, entry_id: int | None = None, refund_id: int | None = None
 ) -> CaptureOutcome:
     return CaptureOutcome(
         name, attempt.order_id, attempt.id, attempt.notice_id, entry_id, refund_id
     )
 
 
-def _lock_attempt(session: Session, order_id: str) -> PaymentAttempt | None:
-    return session.scalars(
-        select(PaymentAttempt).where(PaymentAttempt.order_id == order_id).with_for_update()
-    ).one_or_none()
-
-
-def _lock_notice(session: Session, notice_id: int) -> Notice:
-    return session.scalars(
-        select(Notice).where(Notice.id == notice_id).with_for_update(of=Notice)
-    ).one()
-
-
 def _log(
     session: Session, result: PaymentResult, source: str, outcome: CaptureOutcome, detail: str = ""
 ) -> CaptureOutcome:
-    session.add(
-        GatewayNotification(
-            gateway=result.gateway,
-            event_id=result.event_id,
-            order_id=result.order_id,
-            outcome=outcome.outcome,
-            detail=f"{source}: {result.status.value} {detail}".strip(),
-            received_at=datetime.now(UTC),
-        )
+    repo.insert_notification(
+        session,
+        gateway=result.gateway,
+        event_id=result.event_id,
+        order_id=result.order_id,
+        outcome=outcome.outcome,
+        detail=f"{source}: {result.status.value} {detail}".strip(),
+        received_at=datetime.now(UTC),
     )
     return outcome

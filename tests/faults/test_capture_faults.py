@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select, text
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session
 
 from clearing.config import get_settings
@@ -42,20 +42,27 @@ def test_connection_dropped_at_the_capture_commit_then_the_retry_captures_once(d
     _url, headers, body = simulator(client, "alipay").build_notify(
         simulator(client, "alipay").book.get(order_id)
     )
-    dropped = []
+    dropped, capturing = [], set()
+
+    def note_capture(conn, _cursor, statement, params, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        # The capture writes its gateway notification with a Core INSERT, in its transaction.
+        if statement.startswith("INSERT INTO gateway_notifications") and (
+            isinstance(params, dict) and params.get("outcome") == "captured"
+        ):
+            capturing.add(id(conn.connection.dbapi_connection))
 
     def kill_own_backend(session: Session) -> None:
         # Only the capture's transaction, only once: its connection dies just before COMMIT.
-        if dropped or not any(
-            isinstance(o, GatewayNotification) and o.outcome == "captured" for o in session.new
-        ):
+        conn = session.connection()
+        if dropped or id(conn.connection.dbapi_connection) not in capturing:
             return
-        pid = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
         with pg.engine.connect() as other:
             other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
             other.commit()
         dropped.append(pid)
 
+    event.listen(Engine, "before_cursor_execute", note_capture)  # the app has its own
     event.listen(Session, "before_commit", kill_own_backend)
     try:
         gateway = TestClient(
@@ -64,6 +71,7 @@ def test_connection_dropped_at_the_capture_commit_then_the_retry_captures_once(d
         first = gateway.post(NOTIFY, content=body, headers=headers)
     finally:
         event.remove(Session, "before_commit", kill_own_backend)
+        event.remove(Engine, "before_cursor_execute", note_capture)
     assert dropped and first.status_code >= 500 and first.text.strip() != "success"
     with transaction(pg.sessions) as s:  # nothing half-posted
         assert s.get(Notice, notice["id"]).status == "unpaid"

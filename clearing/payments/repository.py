@@ -1,0 +1,200 @@
+"""Reads and writes of the capture path, as prebuilt SQLAlchemy Core statements.
+
+Each statement is built once, at import, on the tables (not through the ORM) and executed with
+bound parameters, so SQLAlchemy compiles it once per engine and caches it; no unit of work runs
+on the hot path. Rows come back as small frozen views, not as ORM objects: a capture reads what
+it needs and writes with explicit UPDATEs and INSERTs (the pattern of
+:mod:`clearing.ledger.repository`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, bindparam, exists, insert, select, true, update
+from sqlalchemy.orm import Session
+
+from clearing.payments.models import GatewayNotification, PaymentAttempt, Refund
+from notices.event_models import DepartmentWebhook
+from notices.models import Department, Notice, NoticeItem
+
+_attempts = PaymentAttempt.__table__
+_notices = Notice.__table__
+_items = NoticeItem.__table__
+_departments = Department.__table__
+_webhooks = DepartmentWebhook.__table__
+
+_ATTEMPT_COLUMNS = (
+    "id",
+    "order_id",
+    "notice_id",
+    "gateway",
+    "channel",
+    "state",
+    "amount",
+    "principal",
+    "late_fee",
+    "gateway_txn_id",
+    "paid_at",
+)
+_NOTICE_COLUMNS = (
+    "id",
+    "department_id",
+    "payment_code",
+    "kind",
+    "status",
+    "principal",
+    "reference",
+    "payer_name_masked",
+)
+_ITEM_COLUMNS = (
+    "line_no",
+    "item_code",
+    "name_zh",
+    "name_en",
+    "quantity",
+    "unit_amount",
+    "amount",
+    "shares",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    """The payment attempt as locked by a capture (the columns a capture reads)."""
+
+    id: int
+    order_id: str
+    notice_id: int
+    gateway: str
+    channel: str
+    state: str
+    amount: int
+    """Integer fen: principal + late fee, fixed when the attempt started."""
+    principal: int
+    """Integer fen."""
+    late_fee: int
+    """Integer fen."""
+    gateway_txn_id: str | None
+    paid_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemView:
+    line_no: int
+    item_code: str
+    name_zh: str
+    name_en: str
+    quantity: int
+    unit_amount: int
+    """Integer fen."""
+    amount: int
+    """Integer fen."""
+    shares: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DepartmentView:
+    name: str
+    region_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeView:
+    """The notice as locked by a capture, with its items, its department and whether the
+    department has an enabled webhook, all read in one statement."""
+
+    id: int
+    department_id: int
+    payment_code: str
+    kind: str
+    status: str
+    principal: int
+    """Integer fen."""
+    reference: str
+    payer_name_masked: str
+    department: DepartmentView
+    items: tuple[ItemView, ...]
+    subscribed: bool
+    """Whether the department has an enabled webhook (its events are then ``pending``)."""
+
+
+def _lock_notice_statement() -> Select[Any]:
+    subscribed = exists().where(
+        _webhooks.c.department_id == _notices.c.department_id, _webhooks.c.enabled == true()
+    )
+    return (
+        select(
+            *(_notices.c[c] for c in _NOTICE_COLUMNS),
+            _departments.c.name.label("department_name"),
+            _departments.c.region_code,
+            subscribed.label("subscribed"),
+            *(_items.c[c].label(f"item_{c}") for c in _ITEM_COLUMNS),
+        )
+        .join(_departments, _departments.c.id == _notices.c.department_id)
+        .join(_items, _items.c.notice_id == _notices.c.id)
+        .where(_notices.c.id == bindparam("notice_id"))
+        .order_by(_items.c.line_no)
+        .with_for_update(of=_notices)  # SQLite renders nothing: BEGIN IMMEDIATE serialises
+    )
+
+
+# Built once, at import; each engine compiles them once per dialect and caches the result.
+_LOCK_ATTEMPT = (
+    select(*(_attempts.c[c] for c in _ATTEMPT_COLUMNS))
+    .where(_attempts.c.order_id == bindparam("order_id"))
+    .with_for_update()
+)
+_LOCK_NOTICE = _lock_notice_statement()
+# No VALUES: the SET clause is the columns of the parameters given at execution.
+_UPDATE_ATTEMPT = update(_attempts).where(_attempts.c.id == bindparam("attempt_id"))
+_UPDATE_NOTICE = update(_notices).where(_notices.c.id == bindparam("notice_id"))
+_INSERT_REFUND = insert(Refund.__table__).returning(Refund.__table__.c.id)
+_INSERT_NOTIFICATION = insert(GatewayNotification.__table__)
+
+
+def lock_attempt(session: Session, order_id: str) -> AttemptView | None:
+    """``SELECT ... FOR UPDATE`` of the attempt with ``order_id`` (None if there is none)."""
+    row = session.execute(_LOCK_ATTEMPT, {"order_id": order_id}).first()
+    return None if row is None else AttemptView(*row)
+
+
+def lock_notice(session: Session, notice_id: int) -> NoticeView:
+    """``SELECT ... FOR UPDATE OF notices`` of the notice, joined with its department and its
+    items (one row per item) and the webhook check: one round trip."""
+    rows = session.execute(_LOCK_NOTICE, {"notice_id": notice_id}).all()
+    if not rows:  # a notice always has items (its principal is their sum)
+        raise LookupError(f"notice {notice_id} does not exist or has no items")
+    first = rows[0]._mapping
+    width = len(_ITEM_COLUMNS)
+    return NoticeView(
+        *(first[c] for c in _NOTICE_COLUMNS),
+        department=DepartmentView(first["department_name"], first["region_code"]),
+        items=tuple(ItemView(*row[-width:]) for row in rows),
+        subscribed=bool(first["subscribed"]),
+    )
+
+
+def update_attempt(session: Session, attempt_id: int, **values: Any) -> None:
+    """``UPDATE payment_attempts SET <values> WHERE id = attempt_id``."""
+    session.execute(_UPDATE_ATTEMPT, {"attempt_id": attempt_id, **values})
+
+
+def mark_notice(session: Session, notice_id: int, status: str, now: datetime) -> None:
+    """Set the notice's status (the caller holds its lock)."""
+    session.execute(
+        _UPDATE_NOTICE,
+        {"notice_id": notice_id, "status": status, "updated_at": now},
+    )
+
+
+def insert_refund(session: Session, **values: Any) -> int:
+    """Insert a refund row; returns its id."""
+    return session.execute(_INSERT_REFUND, values).scalar_one()  # type: ignore[no-any-return]
+
+
+def insert_notification(session: Session, **values: Any) -> None:
+    """Log what a gateway told us (``gateway_notifications``)."""
+    session.execute(_INSERT_NOTIFICATION, values)
