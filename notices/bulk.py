@@ -10,7 +10,7 @@ is safe there because every transaction holds the database's write lock from its
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -60,19 +60,32 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
 def _copy(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     columns = list(rows[0])
     json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
+    encode = _json_encoder()
     driver = session.connection().connection.driver_connection
     statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
-                copy.write_row([_json(row[c]) if c in json_columns else row[c] for c in columns])
+                copy.write_row([encode(row[c]) if c in json_columns else row[c] for c in columns])
     except psycopg.errors.IntegrityError as exc:
         # Raised by the driver directly: present it as SQLAlchemy would, so callers catch one type.
         raise IntegrityError(statement, None, exc) from exc
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def _json_encoder() -> Callable[[Any], str]:
+    """A JSON encoder that encodes each object once (rows often share one rule or share map).
+
+    Keyed on identity, valid while the rows are alive: use one encoder per COPY only.
+    """
+    encoded: dict[int, str] = {}
+
+    def encode(value: Any) -> str:
+        text = encoded.get(id(value))
+        if text is None:
+            text = encoded[id(value)] = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return text
+
+    return encode
 
 
 def _is_postgres(session: Session) -> bool:

@@ -3,19 +3,28 @@
 Who may use an item: every department whose kind is in ``department_kinds``, plus the
 departments named in ``department_names`` whatever their kind. Disabled items stay in the table
 (notices already issued refer to them) but can no longer be put on a new notice.
+
+Notice creation reads items through a per-process cache (:func:`cached_items`). Items are never
+changed once added, only disabled, so the cache can only be wrong about one thing: an item
+disabled in *another* process (``feishui catalogue disable``) stays usable on new notices for at
+most :data:`CACHE_TTL_SECONDS`. A change made in this process, and a newly added item, are seen
+at once.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+import time
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from clearing.errors import Conflict, NotFound, ValidationError
@@ -31,6 +40,8 @@ DEFAULT_MAX_AMOUNT_FEN = 100_000_000
 _CODE = re.compile(r"[A-Z0-9][A-Z0-9-]{1,31}")
 #: 政府收支分类科目: 类 (3 digits), then 款, 项, 目 (2 digits each).
 _REVENUE_CODE = re.compile(r"[0-9]{3}(?:[0-9]{2}){0,3}")
+#: How long a process trusts its cached copy of an item (see the module docstring).
+CACHE_TTL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,7 @@ def add_item(session: Session, spec: ItemSpec) -> CatalogueItem:
     item = _row(spec, datetime.now(UTC))
     session.add(item)
     session.flush()
+    _changed(session)
     return item
 
 
@@ -154,6 +166,7 @@ def seed(session: Session, specs: Iterable[ItemSpec]) -> tuple[int, int]:
     new = [_row(spec, now) for spec in specs if spec.code not in existing]
     session.add_all(new)
     session.flush()
+    _changed(session)
     return len(new), len(specs) - len(new)
 
 
@@ -164,6 +177,7 @@ def disable_item(session: Session, code: str) -> CatalogueItem:
         raise NotFound(f"no catalogue item {code}", field="code")
     item.active = False
     session.flush()
+    _changed(session)
     return item
 
 
@@ -175,7 +189,7 @@ def list_items(session: Session, *, include_disabled: bool = False) -> list[Cata
     return list(session.scalars(query))
 
 
-def may_use(item: CatalogueItem, department_kind: str, department_name: str) -> bool:
+def may_use(item: CatalogueItem | Item, department_kind: str, department_name: str) -> bool:
     """Whether a department of this kind and name may bill for ``item``."""
     return department_kind in item.department_kinds or department_name in item.department_names
 
@@ -201,3 +215,106 @@ def items_by_code(session: Session, codes: Iterable[str]) -> dict[str, Catalogue
 def item_rule(item: CatalogueItem) -> LateFeeRule:
     """The item's late-fee rule."""
     return rule_from_dict(item.late_fee_rule)
+
+
+# ------------------------------------------------------------------------------ cache
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """An active item as notice creation sees it: a frozen copy, safe to share across requests."""
+
+    id: int
+    code: str
+    name_zh: str
+    name_en: str
+    kind: str
+    amount: int | None
+    """Standard unit price in integer fen; None when variable."""
+    max_amount: int
+    """Largest unit price in integer fen of a variable item."""
+    rule: LateFeeRule
+    shares: Mapping[str, int]
+    revenue_code: str
+    budget_level: str
+    department_kinds: frozenset[str]
+    department_names: frozenset[str]
+
+    @classmethod
+    def from_row(cls, row: CatalogueItem) -> Item:
+        """The frozen copy of a catalogue row."""
+        return cls(
+            row.id,
+            row.code,
+            row.name_zh,
+            row.name_en,
+            row.kind,
+            row.amount,
+            row.max_amount,
+            item_rule(row),
+            dict(row.shares),
+            row.revenue_code,
+            row.budget_level,
+            frozenset(row.department_kinds),
+            frozenset(row.department_names),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    item: Item
+    loaded_at: float
+
+
+# Per engine, so that two databases in one process (tests, tools) never share items.
+_cache: weakref.WeakKeyDictionary[Engine, dict[str, _Cached]] = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
+_CHANGED = "notices.catalogue.changed"
+
+
+def invalidate_cache() -> None:
+    """Forget every cached item."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def _changed(session: Session) -> None:
+    """Forget cached items now and when ``session`` commits; never cache what it reads."""
+    invalidate_cache()
+    if not session.info.get(_CHANGED):
+        session.info[_CHANGED] = True
+        event.listen(session, "after_commit", lambda _session: invalidate_cache())
+
+
+def cached_items(session: Session, codes: Iterable[str]) -> dict[str, Item]:
+    """Active items among ``codes``, by code, from the cache when fresh (see module docstring).
+
+    Codes missing from the cache, or cached more than :data:`CACHE_TTL_SECONDS` ago, are read
+    from the database in one query. Unknown and disabled codes are simply absent.
+    """
+    wanted, now = set(codes), time.monotonic()
+    cache = _engine_cache(session)
+    found: dict[str, Item] = {}
+    for code in wanted:
+        hit = cache.get(code)
+        if hit is None or now - hit.loaded_at > CACHE_TTL_SECONDS:
+            return _load(session, cache, wanted, now)
+        found[code] = hit.item
+    return found
+
+
+def _engine_cache(session: Session) -> dict[str, _Cached]:
+    engine = session.get_bind()
+    with _cache_lock:
+        return _cache.setdefault(engine, {})  # type: ignore[arg-type]
+
+
+def _load(
+    session: Session, cache: dict[str, _Cached], wanted: set[str], now: float
+) -> dict[str, Item]:
+    items = {code: Item.from_row(row) for code, row in items_by_code(session, wanted).items()}
+    if not session.info.get(_CHANGED):  # never cache what this transaction may yet undo
+        for code in wanted:
+            cache.pop(code, None)
+        cache.update((code, _Cached(item, now)) for code, item in items.items())
+    return items

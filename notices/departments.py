@@ -3,25 +3,37 @@
 A key is shown once when issued; the database keeps its public prefix (to find the row) and a
 hash of its secret (compared in constant time, :mod:`clearing.apikeys`). A revoked key never
 authenticates again.
+
+The API authenticates through :func:`authenticate_cached`, which remembers a looked-up key
+(its hash, scopes and department; never the secret) for :data:`KEY_CACHE_TTL_SECONDS`. A key
+revoked in this process is refused at once; one revoked by another process (``feishui
+department revoke-key``) is refused by every API process within that bound.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from clearing.apikeys import hash_secret, issue_key, parse_key, verify_secret
+from clearing.db import run_in_transaction
 from clearing.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
 from notices.models import DEPARTMENT_KINDS, ApiKey, Department
 
 SCOPES = ("notices:read", "notices:write", "refunds:write")
 DEFAULT_SCOPES = ("notices:read", "notices:write")
 _REGION = re.compile(r"[0-9]{6}")
+#: How long a process trusts a key it looked up (see the module docstring).
+KEY_CACHE_TTL_SECONDS = 5.0
+_KEY_CACHE_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,7 @@ def revoke_key(session: Session, prefix: str) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = datetime.now(UTC)
         session.flush()
+    _forget_key(session, prefix)
     return key
 
 
@@ -133,17 +146,106 @@ def authenticate(session: Session, bearer: str | None) -> Principal:
     The same error is given for a malformed, unknown, wrong or revoked key, so a caller learns
     nothing about which keys exist.
     """
+    prefix, secret = _parse_bearer(bearer)
+    return _verified(_lookup(session, prefix), secret)
+
+
+def authenticate_cached(sessions: sessionmaker[Session], bearer: str | None) -> Principal:
+    """:func:`authenticate`, trusting a key looked up in the last few seconds.
+
+    The secret is still hashed and compared in constant time on every call; only the row is
+    remembered (see the module docstring for how soon a revocation applies).
+    """
+    who = authenticate_from_cache(sessions, bearer)
+    if who is not None:
+        return who
+    prefix, secret = _parse_bearer(bearer)
+    known = run_in_transaction(sessions, lambda session: _lookup(session, prefix))
+    _remember(_key_cache(sessions), prefix, known)
+    return _verified(known, secret)
+
+
+def authenticate_from_cache(
+    sessions: sessionmaker[Session], bearer: str | None
+) -> Principal | None:
+    """:func:`authenticate_cached` without I/O: None when the key must be looked up first."""
+    prefix, secret = _parse_bearer(bearer)
+    known = _key_cache(sessions).get(prefix)
+    if known is None or time.monotonic() - known.loaded_at > KEY_CACHE_TTL_SECONDS:
+        return None
+    return _verified(known, secret)
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownKey:
+    """A key row as authentication needs it: the hash of the secret, never the secret."""
+
+    secret_hash: str
+    revoked: bool
+    principal: Principal
+    loaded_at: float
+
+
+def _parse_bearer(bearer: str | None) -> tuple[str, str]:
     if not bearer:
         raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
     try:
-        prefix, secret = parse_key(bearer)
+        return parse_key(bearer)
     except ValidationError:
         raise Unauthorized("the API key is invalid or revoked") from None
+
+
+def _lookup(session: Session, prefix: str) -> _KnownKey | None:
     key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
-    stored = key.secret_hash if key is not None else ""
-    if not verify_secret(secret, stored) or key is None or key.revoked_at is not None:
-        raise Unauthorized("the API key is invalid or revoked")
+    if key is None:
+        return None
     dept = key.department
-    return Principal(
+    who = Principal(
         dept.id, dept.name, dept.kind, dept.region_code, key.prefix, frozenset(key.scopes.split())
     )
+    return _KnownKey(key.secret_hash, key.revoked_at is not None, who, time.monotonic())
+
+
+def _verified(known: _KnownKey | None, secret: str) -> Principal:
+    stored = known.secret_hash if known is not None else ""
+    if not verify_secret(secret, stored) or known is None or known.revoked:
+        raise Unauthorized("the API key is invalid or revoked")
+    return known.principal
+
+
+# Per session factory (one per runtime), so that two databases never share keys.
+_key_caches: weakref.WeakKeyDictionary[sessionmaker[Session], dict[str, _KnownKey]] = (
+    weakref.WeakKeyDictionary()
+)
+_key_caches_lock = threading.Lock()
+
+
+def _key_cache(sessions: sessionmaker[Session]) -> dict[str, _KnownKey]:
+    with _key_caches_lock:
+        return _key_caches.setdefault(sessions, {})
+
+
+def _remember(cache: dict[str, _KnownKey], prefix: str, known: _KnownKey | None) -> None:
+    """Cache a key that exists; unknown prefixes are not cached (they would fill the cache)."""
+    if known is None:
+        cache.pop(prefix, None)
+        return
+    if len(cache) >= _KEY_CACHE_MAX:
+        cache.clear()
+    cache[prefix] = known
+
+
+def forget_cached_keys(prefix: str | None = None) -> None:
+    """Drop the cached key ``prefix`` (every key when None) from every cache of this process."""
+    with _key_caches_lock:
+        for cache in _key_caches.values():
+            if prefix is None:
+                cache.clear()
+            else:
+                cache.pop(prefix, None)
+
+
+def _forget_key(session: Session, prefix: str) -> None:
+    """Forget ``prefix`` now, and again once ``session`` commits (a lookup may race the commit)."""
+    forget_cached_keys(prefix)
+    event.listen(session, "after_commit", lambda _session: forget_cached_keys(prefix), once=True)

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
     field_validator,
 )
 from pydantic import ValidationError as PydanticValidationError
@@ -202,6 +203,21 @@ def parse_batch_entry(raw: Any) -> NoticeCreate | list[FieldError]:
         return NoticeCreate.model_validate(raw)
     except PydanticValidationError as exc:
         return describe_errors(exc.errors())
+
+
+_NOTICE_LIST = TypeAdapter(list[NoticeCreate])
+
+
+def parse_batch(raws: list[Any]) -> list[NoticeCreate | list[FieldError]]:
+    """Validate every notice of a batch: each one, or the problems found in it, by index.
+
+    The whole list is validated in one call; only when some entry fails is each entry
+    validated on its own, to tell the good ones from the bad.
+    """
+    try:
+        return list(_NOTICE_LIST.validate_python(raws))
+    except PydanticValidationError:
+        return [parse_batch_entry(raw) for raw in raws]
 
 
 # ------------------------------------------------------------------------------ responses

@@ -12,9 +12,11 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Insert, Select, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,7 +24,7 @@ from clearing.errors import Conflict, NotFound, ValidationError
 from clearing.money import format_fen
 from clearing.pii import mask_id_number, mask_name
 from notices import bulk
-from notices.catalogue import item_rule, items_by_code, may_use
+from notices.catalogue import Item, cached_items, may_use
 from notices.codes import generate_code
 from notices.departments import Principal
 from notices.documents import NoticeDocument, NoticeLine
@@ -38,7 +40,7 @@ from notices.fees import (
     rule_to_dict,
     traffic_fine_due_date,
 )
-from notices.models import CatalogueItem, Notice, NoticeItem
+from notices.models import Notice, NoticeItem
 from notices.privacy import PayerVault
 from notices.schemas import FieldError, ItemIn, NoticeCreate
 
@@ -82,6 +84,17 @@ class Rejected:
     errors: list[FieldError]
 
 
+@dataclass(frozen=True)
+class Issued:
+    """A notice just inserted by :func:`issue_notice`, with what its response needs."""
+
+    id: int
+    payment_code: str
+    notice: Prepared
+    payer_id_number_masked: str | None
+    created_at: datetime
+
+
 def today_in_shanghai() -> date:
     """Today's Asia/Shanghai calendar date."""
     return business_date(datetime.now(UTC))
@@ -95,12 +108,62 @@ def create_notice(
     *,
     today: date | None = None,
 ) -> Notice:
-    """Issue one notice; raise :class:`ValidationError` naming the offending field."""
+    """Issue one notice and return it as stored (see :func:`issue_notice`)."""
+    issued = issue_notice(session, who, request, vault, today=today)
+    return get_notice(session, who.department_id, issued.id)
+
+
+def issue_notice(
+    session: Session,
+    who: Principal,
+    request: NoticeCreate,
+    vault: PayerVault,
+    *,
+    today: date | None = None,
+) -> Issued:
+    """Issue one notice; raise :class:`ValidationError` naming the offending field.
+
+    Two statements: the notice (a taken payment code inserts nothing, and a fresh code is
+    drawn) and its lines. Nothing is read back: :class:`Issued` holds what was inserted.
+    """
     today = today or today_in_shanghai()
-    catalogue = items_by_code(session, (item.item_code for item in request.items))
+    catalogue = cached_items(session, (item.item_code for item in request.items))
     prepared = prepare(request, who, catalogue, today)
-    (created,) = _insert(session, who, [(0, prepared)], vault, today)
-    return get_notice(session, who.department_id, created.id)
+    now = datetime.now(UTC)
+    for _attempt in range(CODE_ATTEMPTS):
+        code = generate_code(who.region_code, today.year)
+        row = _notice_row(who, prepared, code, vault, now)
+        notice_id = _insert_one(session, row)
+        if notice_id is not None:
+            _insert_one_notice_lines(session, notice_id, prepared)
+            return Issued(notice_id, code, prepared, row["payer_id_number_masked"], now)
+    raise Conflict("could not allocate a unique payment code; retry the request")
+
+
+def _insert_one(session: Session, row: dict[str, Any]) -> int | None:
+    """Insert one notice row; its id, or None when its payment code is already taken."""
+    notice_stmt, _ = _single_statements(session.get_bind().dialect.name)
+    session.flush()  # Core statements skip autoflush; the row may refer to pending rows
+    return session.connection().execute(notice_stmt, row).scalar()
+
+
+def _insert_one_notice_lines(session: Session, notice_id: int, p: Prepared) -> None:
+    _, lines_stmt = _single_statements(session.get_bind().dialect.name)
+    rows = [{"notice_id": notice_id, **line} for line in p.lines]
+    session.connection().execute(lines_stmt, rows)
+
+
+@lru_cache(maxsize=4)
+def _single_statements(dialect: str) -> tuple[Insert, Insert]:
+    """Prebuilt INSERTs of one notice (``ON CONFLICT (payment_code) DO NOTHING``) and its lines."""
+    notices = Notice.__table__
+    module = postgresql if dialect == "postgresql" else sqlite
+    notice_stmt = (
+        module.insert(notices)
+        .on_conflict_do_nothing(index_elements=["payment_code"])
+        .returning(notices.c.id)
+    )
+    return notice_stmt, insert(NoticeItem.__table__)
 
 
 def create_batch(
@@ -118,7 +181,7 @@ def create_batch(
     """
     today = today or today_in_shanghai()
     codes = {i.item_code for r in requests if isinstance(r, NoticeCreate) for i in r.items}
-    catalogue = items_by_code(session, codes)
+    catalogue = cached_items(session, codes)
     outcomes: list[Created | Rejected] = []
     ready: list[tuple[int, Prepared]] = []
     for index, request in enumerate(requests):
@@ -135,7 +198,7 @@ def create_batch(
 
 
 def prepare(
-    request: NoticeCreate, who: Principal, catalogue: dict[str, CatalogueItem], today: date
+    request: NoticeCreate, who: Principal, catalogue: dict[str, Item], today: date
 ) -> Prepared:
     """Check a notice against the catalogue and the calendar, and price it (pure)."""
     lines = [_line(n, item, request.kind, who, catalogue) for n, item in enumerate(request.items)]
@@ -149,7 +212,7 @@ def prepare(
 
 
 def _line(
-    n: int, wanted: ItemIn, kind: str, who: Principal, catalogue: dict[str, CatalogueItem]
+    n: int, wanted: ItemIn, kind: str, who: Principal, catalogue: dict[str, Item]
 ) -> dict[str, Any]:
     where = f"items[{n}]"
     item = catalogue.get(wanted.item_code)
@@ -172,13 +235,13 @@ def _line(
         "quantity": wanted.quantity,
         "unit_amount": unit,
         "amount": unit * wanted.quantity,
-        "shares": dict(item.shares),
+        "shares": item.shares,  # one object per item: JSON-encoded once per batch
         "revenue_code": item.revenue_code,
         "budget_level": item.budget_level,
     }
 
 
-def _unit_amount(item: CatalogueItem, given: int | None, where: str) -> int:
+def _unit_amount(item: Item, given: int | None, where: str) -> int:
     if item.amount is not None:
         if given is not None and given != item.amount:
             raise ValidationError(
@@ -199,10 +262,10 @@ def _unit_amount(item: CatalogueItem, given: int | None, where: str) -> int:
     return given
 
 
-def _late_fee_rule(kind: str, items: list[CatalogueItem]) -> LateFeeRule:
+def _late_fee_rule(kind: str, items: list[Item]) -> LateFeeRule:
     if kind == "traffic_fine":
         return TRAFFIC_FINE_RULE  # statutory (Administrative Penalty Law art. 72)
-    rules = {item_rule(item) for item in items}
+    rules = {item.rule for item in items}
     if len(rules) > 1:
         raise ValidationError(
             "items with different late-fee rules cannot share a notice", field="items"
@@ -291,7 +354,7 @@ def _insert_notices(
 ) -> list[int]:
     ids = bulk.allocate_ids(session, Notice.__table__, len(ready))
     rows = [
-        _notice_row(id_, who, p, code, vault, now)
+        {"id": id_, **_notice_row(who, p, code, vault, now)}
         for id_, (_, p), code in zip(ids, ready, codes, strict=True)
     ]
     bulk.insert_rows(session, Notice.__table__, rows)
@@ -314,18 +377,18 @@ def _taken(session: Session, codes: list[str]) -> set[str]:
 
 
 def _notice_row(
-    id_: int, who: Principal, p: Prepared, code: str, vault: PayerVault, now: datetime
+    who: Principal, p: Prepared, code: str, vault: PayerVault, now: datetime
 ) -> dict[str, Any]:
+    """The columns of a new notice, but its id; payer data sealed under ``code``."""
     payer = p.request.payer
     id_number = payer.id_number
     return {
-        "id": id_,
         "department_id": who.department_id,
         "payment_code": code,
         "kind": p.request.kind,
         "status": "unpaid",
         "principal": p.principal,
-        "late_fee_rule": rule_to_dict(p.rule),
+        "late_fee_rule": _rule_dict(p.rule),
         "decision_date": p.request.decision_date,
         "due_date": p.due_date,
         "expires_on": p.expires_on,
@@ -338,10 +401,19 @@ def _notice_row(
         "payer_id_number_hash": id_number and vault.id_number_hash(id_number),
         "payer_phone_enc": payer.phone and vault.seal(code, "payer_phone", payer.phone),
         "return_url": p.request.return_url,
-        "metadata": dict(p.request.metadata),
+        "metadata": p.request.metadata,
         "created_at": now,
         "updated_at": now,
     }
+
+
+@lru_cache(maxsize=64)
+def _rule_dict(rule: LateFeeRule) -> dict[str, Any]:
+    """``rule_to_dict(rule)``, one shared object per rule (so a batch encodes it once).
+
+    Shared: never mutate the result.
+    """
+    return rule_to_dict(rule)
 
 
 def _insert_lines(session: Session, ids: list[int], prepared: list[Prepared]) -> None:

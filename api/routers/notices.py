@@ -6,9 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.orm import Session
 
-from api.deps import IdemClaim, Reader, ReadSession, View, Writer, WriteSession
+from api.deps import Reader, ReadSession, Unit, View, Write
 from clearing import metrics
 from notices import idempotency, service, views
 from notices.documents import qr_png, render_notice_pdf
@@ -22,7 +21,7 @@ from notices.schemas import (
     NoticeOut,
     NoticePage,
     NoticeStatus,
-    parse_batch_entry,
+    parse_batch,
 )
 
 router = APIRouter(prefix="/v1/notices", tags=["notices"])
@@ -40,33 +39,27 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def respond(
-    session: Session, claim: idempotency.Claim | None, status: int, body: dict[str, Any]
-) -> JSONResponse:
+def respond(unit: Write, status: int, body: dict[str, Any]) -> JSONResponse:
     """Send ``body``, storing it first for replays when the request carried an Idempotency-Key."""
-    if claim is not None:
-        idempotency.complete(session, claim, status, body)
+    if unit.claim is not None:
+        idempotency.complete(unit.session, unit.claim, status, body)
     return JSONResponse(body, status_code=status)
 
 
 @router.post("", status_code=201, response_model=NoticeOut, responses=ERRORS)
-def create_notice(
-    body: NoticeCreate, who: Writer, claim: IdemClaim, session: WriteSession, view: View
-) -> JSONResponse:
+def create_notice(body: NoticeCreate, unit: Unit, view: View) -> JSONResponse:
     """Issue a payment notice."""
-    notice = service.create_notice(session, who, body, view.vault, today=view.today)
-    metrics.notices_created.labels(kind=notice.kind).inc()
-    return respond(session, claim, 201, views.notice_out(notice, view).model_dump(mode="json"))
+    issued = service.issue_notice(unit.session, unit.who, body, view.vault, today=view.today)
+    metrics.notices_created.labels(kind=body.kind).inc()
+    return respond(unit, 201, views.issued_body(issued, view))
 
 
 @router.post("/batch", response_model=BatchOut, responses=ERRORS)
-def create_batch(
-    body: BatchCreate, who: Writer, claim: IdemClaim, session: WriteSession, view: View
-) -> JSONResponse:
+def create_batch(body: BatchCreate, unit: Unit, view: View) -> JSONResponse:
     """Issue up to 10,000 notices: valid ones are created together, invalid ones reported."""
-    requests = [parse_batch_entry(raw) for raw in body.notices]
-    outcomes = service.create_batch(session, who, requests, view.vault, today=view.today)
-    return respond(session, claim, 200, views.batch_body(outcomes))
+    requests = parse_batch(body.notices)
+    outcomes = service.create_batch(unit.session, unit.who, requests, view.vault, today=view.today)
+    return respond(unit, 200, views.batch_body(outcomes))
 
 
 @router.get("", response_model=NoticePage, responses=ERRORS)
@@ -108,12 +101,10 @@ def amount_due(
 
 
 @router.post("/{notice_id}/cancel", response_model=NoticeOut, responses=ERRORS)
-def cancel_notice(
-    notice_id: NoticeId, who: Writer, claim: IdemClaim, session: WriteSession, view: View
-) -> JSONResponse:
+def cancel_notice(notice_id: NoticeId, unit: Unit, view: View) -> JSONResponse:
     """Cancel an unpaid notice (409 for any other status)."""
-    notice = service.cancel_notice(session, who.department_id, notice_id)
-    return respond(session, claim, 200, views.notice_out(notice, view).model_dump(mode="json"))
+    notice = service.cancel_notice(unit.session, unit.who.department_id, notice_id)
+    return respond(unit, 200, views.notice_out(notice, view).model_dump(mode="json"))
 
 
 @router.get(

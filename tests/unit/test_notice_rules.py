@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
 
 from clearing.errors import ValidationError
-from notices.catalogue import load_seed
+from notices.catalogue import Item, load_seed
 from notices.departments import Principal
-from notices.fees import NO_LATE_FEE, TRAFFIC_FINE_RULE
+from notices.fees import NO_LATE_FEE, TRAFFIC_FINE_RULE, LateFeeRule
 from notices.models import CatalogueItem
 from notices.service import decode_cursor, encode_cursor, late_fee_note, prepare
 from tests.notice_factories import fine, request
@@ -23,25 +24,27 @@ SCHOOL = Principal(2, "四川大学", "school", "510100", "abcd1235", frozenset(
 def catalogue():
     items = {}
     for n, spec in enumerate(load_seed(), start=1):
-        items[spec.code] = CatalogueItem(
-            id=n,
-            code=spec.code,
-            name_zh=spec.name_zh,
-            name_en=spec.name_en,
-            kind=spec.kind,
-            amount=spec.amount_fen,
-            max_amount=spec.max_amount_fen,
-            late_fee_rule={
-                "kind": spec.late_fee_rule.kind,
-                "basis_points_per_day": spec.late_fee_rule.basis_points_per_day,
-                "cap_bp_of_principal": spec.late_fee_rule.cap_bp_of_principal,
-            },
-            shares=dict(spec.shares),
-            revenue_code=spec.revenue_code,
-            budget_level=spec.budget_level,
-            department_kinds=list(spec.department_kinds),
-            department_names=list(spec.department_names),
-            active=True,
+        items[spec.code] = Item.from_row(
+            CatalogueItem(
+                id=n,
+                code=spec.code,
+                name_zh=spec.name_zh,
+                name_en=spec.name_en,
+                kind=spec.kind,
+                amount=spec.amount_fen,
+                max_amount=spec.max_amount_fen,
+                late_fee_rule={
+                    "kind": spec.late_fee_rule.kind,
+                    "basis_points_per_day": spec.late_fee_rule.basis_points_per_day,
+                    "cap_bp_of_principal": spec.late_fee_rule.cap_bp_of_principal,
+                },
+                shares=dict(spec.shares),
+                revenue_code=spec.revenue_code,
+                budget_level=spec.budget_level,
+                department_kinds=list(spec.department_kinds),
+                department_names=list(spec.department_names),
+                active=True,
+            )
         )
     return items
 
@@ -145,61 +148,13 @@ def test_a_department_only_uses_items_meant_for_it(catalogue):
 
 
 def test_items_named_for_a_department_are_usable_by_it(catalogue):
-    item = catalogue["EDU-TEXTBOOKS"]
-    named = CatalogueItem(
-        **{
-            **{
-                c: getattr(item, c)
-                for c in (
-                    "id",
-                    "code",
-                    "name_zh",
-                    "name_en",
-                    "kind",
-                    "amount",
-                    "max_amount",
-                    "late_fee_rule",
-                    "shares",
-                    "revenue_code",
-                    "budget_level",
-                    "department_kinds",
-                    "active",
-                )
-            },
-            "department_names": ["成都交警"],
-        }
-    )
+    named = replace(catalogue["EDU-TEXTBOOKS"], department_names=frozenset({"成都交警"}))
     body = school_notice(items=[{"item_code": "EDU-TEXTBOOKS", "amount": "1.00"}])
     assert prepare(body, POLICE, {**catalogue, "EDU-TEXTBOOKS": named}, TODAY).principal == 100
 
 
 def test_items_with_different_late_fee_rules_cannot_share_a_notice(catalogue):
-    item = catalogue["EDU-ACCOMMODATION"]
-    late = CatalogueItem(
-        **{
-            c: getattr(item, c)
-            for c in (
-                "id",
-                "code",
-                "name_zh",
-                "name_en",
-                "kind",
-                "amount",
-                "max_amount",
-                "shares",
-                "revenue_code",
-                "budget_level",
-                "department_kinds",
-                "department_names",
-                "active",
-            )
-        },
-        late_fee_rule={
-            "kind": "daily_percent",
-            "basis_points_per_day": 5,
-            "cap_bp_of_principal": 1000,
-        },
-    )
+    late = replace(catalogue["EDU-ACCOMMODATION"], rule=LateFeeRule("daily_percent", 5, 1000))
     refused("items", school_notice(), {**catalogue, "EDU-ACCOMMODATION": late}, SCHOOL)
 
 
