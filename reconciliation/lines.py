@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 
 class LineKind(StrEnum):
@@ -46,3 +47,13 @@ class StatementLine:
     """Our refund id, for refund lines."""
     reversal: bool = False
     """A bank entry reversing an earlier one (camt.053 RvslInd)."""
+
+
+LineRow = tuple[Any, ...]
+"""A :class:`StatementLine`'s fields in order, as a plain tuple (``StatementLine(*row)`` is the
+line): what the bulk path of a parser yields, without an object per line."""
+
+
+def line_row(line: StatementLine) -> LineRow:
+    """The :data:`LineRow` of ``line``."""
+    return tuple(getattr(line, name) for name in StatementLine.__dataclass_fields__)

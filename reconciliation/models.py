@@ -98,7 +98,10 @@ class ReconciliationItem(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    run_id: Mapped[int] = mapped_column(BigId, ForeignKey("reconciliation_runs.id"))
+    run_id: Mapped[int] = mapped_column(BigId)
+    """The run (``reconciliation_runs.id``). Not a per-row foreign key: triggers (migration 0008)
+    check each INSERT/UPDATE statement's run ids at once and refuse deleting or re-keying a run
+    that has items, so a million-item run pays one check, not a million."""
     line_no: Mapped[int | None] = mapped_column(Integer)
     """Line in the file; NULL for our records the file does not contain."""
     outcome: Mapped[str] = mapped_column(String(24))
@@ -115,7 +118,8 @@ class ReconciliationItem(Base):
     expected_fee: Mapped[int | None] = mapped_column(BigInteger)
     """Fen."""
     detail: Mapped[str] = mapped_column(String(500))
-    journal_entry_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("journal_entries.id"))
+    journal_entry_id: Mapped[int | None] = mapped_column(BigId)
+    """``journal_entries.id``, checked per statement like ``run_id`` (migration 0008)."""
     exception_state: Mapped[str | None] = mapped_column(String(16))
     """NULL for matched lines; open -> proposed -> resolved for exceptions."""
     proposed_by: Mapped[str | None] = mapped_column(String(100))

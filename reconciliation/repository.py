@@ -1,8 +1,10 @@
 """SQL of reconciliation: our records for a day, the staging of bill lines, bulk item writes.
 
-PostgreSQL streams: bill lines are COPYed into a TEMP table, read back sorted by match key
-(``COLLATE "C"`` = Python ``str`` order) through a server-side cursor, and items are written with
-COPY. SQLite (development) does the same with lists and ``executemany``.
+PostgreSQL streams: bill lines are COPYed into a TEMP table as they are parsed, then classified
+straight into ``reconciliation_items`` by one set-based statement (:func:`classify_staged`), or,
+with ``service.SET_BASED = False``, read back sorted by match key (``COLLATE "C"`` = Python
+``str`` order) through a server-side cursor and written with COPY. SQLite (development) does the
+latter with lists and ``executemany``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from decimal import Decimal
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
-from reconciliation.lines import LineKind, StatementLine
-from reconciliation.matching import OurRecord, Outcome, line_key
+from reconciliation.lines import LineKind, LineRow, StatementLine, line_row
+from reconciliation.matching import OurRecord, Outcome
 
 ITEM_COLUMNS = (
     "run_id",
@@ -45,7 +47,7 @@ STAGE_COLUMNS = (
     "refund_id",
 )
 BATCH = 5_000
-WORK_MEM = "128MB"
+WORK_MEM = "256MB"
 """Server memory per sort/hash of the classification statement (default 4MB spills a
 1,000,000-line sort to disk); server side, not in the worker's RSS."""
 
@@ -126,25 +128,63 @@ def create_stage(session: Session) -> None:
     session.execute(text("TRUNCATE recon_stage"))
 
 
-def copy_lines(session: Session, lines: Iterable[StatementLine]) -> Iterator[StatementLine]:
-    """COPY ``lines`` into ``recon_stage`` as they stream, passing each one through."""
+COPY_ROWS = 10_000
+"""Rows per ``COPY`` write: one call per chunk, not per row."""
+_NULL = "\\N"
+
+
+def copy_rows(session: Session, rows: Iterable[LineRow]) -> int:
+    """COPY :data:`~reconciliation.lines.LineRow` tuples into ``recon_stage`` as they stream
+    (COPY text formatted here, written in chunks); returns the number of rows."""
     cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    days: dict[date, str] = {}
+    out: list[str] = []
+    count = 0
     with cursor.copy(f"COPY recon_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
-        for line in lines:
-            copy.write_row(
-                (
-                    line_key(line),
-                    line.line_no,
-                    line.external_id,
-                    line.order_id,
-                    line.amount_fen,
-                    line.fee_fen,
-                    line.booked_on,
-                    str(line.kind),
-                    line.refund_id,
+        for _, no, ext, order, amount, fee, _, booked, _, kind, _, _, refund, _ in rows:
+            key = "R:" + (refund or ext) if kind == LineKind.REFUND else "P:" + (order or ext)
+            day = days.get(booked)
+            if day is None:
+                day = days[booked] = booked.isoformat()
+            values = (key, no, ext, order, amount, fee, day, kind, refund)
+            raw = key + ext + (order or "") + (refund or "")
+            if "\t" in raw or "\\" in raw or "\n" in raw or "\r" in raw:
+                out.append(_stage_text(values))
+            else:  # nothing to escape: the usual case
+                out.append(
+                    f"{key}\t{no}\t{ext}\t{_NULL if order is None else order}\t{amount}\t"
+                    f"{fee}\t{day}\t{kind}\t{_NULL if refund is None else refund}\n"
                 )
-            )
-            yield line
+            if len(out) >= COPY_ROWS:
+                copy.write("".join(out))
+                count += len(out)
+                out.clear()
+        copy.write("".join(out))
+    return count + len(out)
+
+
+def _stage_text(values: tuple[object, ...]) -> str:
+    return "\t".join(map(_copy_text, values)) + "\n"
+
+
+def copy_lines(session: Session, lines: Iterable[StatementLine]) -> Iterator[StatementLine]:
+    """COPY ``lines`` into ``recon_stage``, then pass each one through (small inputs, tests: the
+    service streams :func:`copy_rows`)."""
+    kept = list(lines)
+    copy_rows(session, map(line_row, kept))
+    yield from kept
+
+
+def staged_totals(session: Session) -> tuple[int, int, int]:
+    """(payments, refunds as a positive number, fees) of the staged lines: the bill summary."""
+    row = session.execute(
+        text(
+            "SELECT coalesce(sum(amount) FILTER (WHERE kind = 'payment'), 0), "
+            "coalesce(-sum(amount) FILTER (WHERE kind = 'refund'), 0), "
+            "coalesce(sum(fee), 0) FROM recon_stage"
+        )
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def staged_missing_orders(session: Session, gateway: str, day: date) -> list[str]:
@@ -273,6 +313,7 @@ class ItemWriter:
 # set-based classification (PostgreSQL) -------------------------------------------------------
 
 _CLASSIFY = """
+WITH ins AS (
 INSERT INTO reconciliation_items (run_id, line_no, outcome, kind, order_id, external_id, amount,
                                   expected_amount, fee, expected_fee, detail, journal_entry_id,
                                   exception_state)
@@ -290,16 +331,24 @@ lines AS (
     SELECT s.*, row_number() OVER w AS rn, first_value(s.line_no) OVER w AS first_line
     FROM recon_stage s WINDOW w AS (PARTITION BY s.key ORDER BY s.line_no)),
 cls AS (
-    SELECT l.line_no, l.kind, l.order_id, l.external_id, l.amount, l.fee,
-           r.amount AS eamt, r.efee,
-           CASE WHEN l.rn > 1 THEN 'duplicate'
+    SELECT l.line_no,
+           CASE WHEN l.key IS NULL THEN r.kind ELSE l.kind END AS kind,
+           CASE WHEN l.key IS NULL THEN r.order_id ELSE l.order_id END AS order_id,
+           CASE WHEN l.key IS NULL THEN r.gateway_txn_id ELSE l.external_id END AS external_id,
+           CASE WHEN l.key IS NULL THEN r.amount ELSE l.amount END AS amount,
+           CASE WHEN l.key IS NULL THEN 0 ELSE l.fee END AS fee,
+           r.amount AS eamt,
+           CASE WHEN l.key IS NULL THEN NULL ELSE r.efee END AS efee,
+           CASE WHEN l.key IS NULL THEN 'missing_external'
+                WHEN l.rn > 1 THEN 'duplicate'
                 WHEN l.booked_on <> :day THEN 'cutoff'
                 WHEN r.key IS NULL THEN 'missing_internal'
                 WHEN r.business_date <> :day THEN 'cutoff'
                 WHEN l.amount <> r.amount THEN 'amount_mismatch'
                 WHEN l.fee <> r.efee THEN 'fee_mismatch'
                 ELSE 'matched' END AS outcome,
-           CASE WHEN l.rn > 1
+           CASE WHEN l.key IS NULL THEN 'captured by us; not in the bill'
+                WHEN l.rn > 1
                      THEN 'repeats line ' || l.first_line || ' (' || substr(l.key, 3) || ')'
                 WHEN l.booked_on <> :day
                      THEN 'booked on ' || to_char(l.booked_on, 'YYYY-MM-DD') || ', not '
@@ -313,31 +362,53 @@ cls AS (
                      THEN 'fee ' || l.fee || ' fen, expected ' || r.efee || ' fen at rate '
                           || :ratestr
                 ELSE '' END AS detail
-    FROM lines l LEFT JOIN recs_fee r ON r.key = l.key
-    UNION ALL
-    SELECT NULL, r.kind, r.order_id, r.gateway_txn_id, r.amount, 0, r.amount, NULL,
-           'missing_external', 'captured by us; not in the bill'
-    FROM recs_fee r
-    WHERE r.business_date = :day
-      AND NOT EXISTS (SELECT 1 FROM recon_stage s WHERE s.key = r.key))
+    FROM lines l FULL JOIN recs_fee r ON r.key = l.key
+    WHERE l.key IS NOT NULL OR r.business_date = :day),
+{answered}
 SELECT :run, line_no, outcome, kind, order_id, external_id, amount, eamt, fee, efee, detail,
-       NULL, CASE WHEN outcome = 'matched' THEN NULL ELSE 'open' END
-FROM cls
+       entry, CASE WHEN outcome = 'matched' THEN NULL ELSE 'open' END
+FROM answered
+RETURNING outcome, line_no, amount, fee)
+SELECT outcome, count(*), count(line_no), coalesce(sum(amount), 0), coalesce(sum(fee), 0)
+FROM ins GROUP BY outcome ORDER BY outcome
 """
+_UNANSWERED = "answered AS (SELECT cls.*, CAST(NULL AS bigint) AS entry FROM cls)"
+_ANSWERED = """answered AS (
+    SELECT c.line_no, c.kind, c.order_id, c.external_id, c.amount, c.fee, c.eamt, c.efee,
+           CASE WHEN a.order_id IS NULL THEN c.outcome ELSE 'missing_internal' END AS outcome,
+           CASE WHEN a.order_id IS NULL THEN c.detail ELSE a.detail END AS detail,
+           a.entry
+    FROM cls c LEFT JOIN recon_answers a
+      ON a.order_id = c.order_id AND c.kind = 'payment' AND c.line_no IS NOT NULL
+     AND c.outcome IN ('matched', 'missing_internal'))"""
+"""Lines missing on our side get what the gateway query said; those captured by this run
+(after the query) become ``missing_internal`` with the capture's detail and journal entry."""
 
 
-def classify_staged(session: Session, run_id: int, gateway: str, day: date, rate: object) -> None:
+def classify_staged(
+    session: Session,
+    run_id: int,
+    gateway: str,
+    day: date,
+    rate: object,
+    captures: dict[str, tuple[str, int | None]] | None = None,
+) -> list[tuple[str, int, int, int, int]]:
     """The rules of :func:`reconciliation.matching.classify`, set-based, from ``recon_stage``
-    straight into ``reconciliation_items`` (tests check that both agree).
+    straight into ``reconciliation_items`` (tests check that both agree), with the gateway's
+    answers for the lines missing on our side (``captures``: order id -> (detail, journal entry
+    id)) applied in the same statement. Returns (outcome, items, lines, sum of amounts, sum of
+    fees) per outcome, from the rows inserted (no second pass over the items).
 
     Nested loops are switched off for this statement: the planner underestimates the day's
     records (a join through one capture entry per day looks like one row) and would otherwise
     pick a nested-loop anti-join, quadratic in the file size."""
     num, den = Decimal(str(rate)).as_integer_ratio()
+    if captures:
+        _stage_answers(session, captures)
     session.execute(text("SET LOCAL enable_nestloop = off"))
     session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
-    session.execute(
-        text(_CLASSIFY.format(records=_RECORDS)),
+    rows = session.execute(
+        text(_CLASSIFY.format(records=_RECORDS, answered=_ANSWERED if captures else _UNANSWERED)),
         {
             **_params(gateway, day),
             "day": day,
@@ -348,51 +419,21 @@ def classify_staged(session: Session, run_id: int, gateway: str, day: date, rate
             "num": num,
             "den": den,
         },
-    )
+    ).all()
     session.execute(text("SET LOCAL enable_nestloop = on"))
     session.execute(text("SET LOCAL work_mem = DEFAULT"))
+    return [(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
 
 
-def relabel_captured(
-    session: Session, run_id: int, captures: dict[str, tuple[str, int | None]]
-) -> None:
-    """Lines missing on our side get what the gateway query said; those captured by this run
-    (after the query) become ``missing_internal`` with the capture's detail and journal entry.
-    Set-based: the answers are COPYed into a TEMP table and joined in one UPDATE."""
-    if not captures:
-        return
+def _stage_answers(session: Session, captures: dict[str, tuple[str, int | None]]) -> None:
     session.execute(
         text(
             "CREATE TEMP TABLE IF NOT EXISTS recon_answers (order_id text PRIMARY KEY, "
-            "detail text, entry bigint)"
+            "detail text, entry bigint) ON COMMIT DROP"
         )
     )
-    session.execute(text("TRUNCATE recon_answers"))
     cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy("COPY recon_answers (order_id, detail, entry) FROM STDIN") as copy:
         for order_id, (detail, entry) in captures.items():
             copy.write_row((order_id, detail[:500], entry))
-    session.execute(
-        text(
-            "UPDATE reconciliation_items i SET outcome = 'missing_internal', "
-            "detail = a.detail, journal_entry_id = a.entry, exception_state = 'open' "
-            "FROM recon_answers a WHERE i.run_id = :run AND i.order_id = a.order_id AND "
-            "i.kind = 'payment' AND i.line_no IS NOT NULL AND "
-            "i.outcome IN ('matched', 'missing_internal')"
-        ),
-        {"run": run_id},
-    )
-    session.execute(text("DROP TABLE recon_answers"))
-
-
-def tally(session: Session, run_id: int) -> list[tuple[str, int, int, int, int]]:
-    """(outcome, items, lines, sum of amounts, sum of fees) of a run."""
-    rows = session.execute(
-        text(
-            "SELECT outcome, count(*), count(line_no), coalesce(sum(amount), 0), "
-            "coalesce(sum(fee), 0) FROM reconciliation_items WHERE run_id = :run "
-            "GROUP BY outcome ORDER BY outcome"
-        ),
-        {"run": run_id},
-    )
-    return [(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+    session.execute(text("ANALYZE recon_answers"))

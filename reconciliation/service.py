@@ -46,10 +46,10 @@ from gateways.protocol import GatewayStatus, GatewayUnavailable, PaymentResult
 from reconciliation import matching
 from reconciliation import repository as repo
 from reconciliation.filestore import sha256_of
-from reconciliation.lines import LineKind, StatementLine
+from reconciliation.lines import StatementLine
 from reconciliation.matching import BillSummary, Outcome
 from reconciliation.models import ReconciliationItem, ReconciliationRun
-from reconciliation.parsers import StatementError, detect_format, parse
+from reconciliation.parsers import StatementError, detect_format, parse, parse_rows
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +297,8 @@ class Confirmed:
     refund is enqueued (``clearing.payments.tasks.after_commit``)."""
 
     def after_commit(self, sessions: sessionmaker[Session], ctx: PaymentContext) -> None:
+        if not self.captured:
+            return
         from clearing.payments.tasks import after_commit
 
         for outcome in self.captured:
@@ -396,13 +398,11 @@ def _bill_postgres(
     find the lines missing on our side, ask the gateway, then post in one transaction."""
     engine: Engine = sessions.kw["bind"]
     with engine.connect() as conn:
-        summary = _SummaryTap(key.source, key.business_date)
         with _phase(conn) as s:
             repo.create_stage(s)
-            lines = parse(data, format=key.file_format, filename=key.file_name)
-            for _ in repo.copy_lines(s, summary.tap(lines)):
-                pass
+            repo.copy_rows(s, parse_rows(data, format=key.file_format, filename=key.file_name))
             s.execute(text("ANALYZE recon_stage"))
+            summary = BillSummary(key.source, key.business_date, *repo.staged_totals(s))
             missing = repo.staged_missing_orders(s, key.source, key.business_date)
         confirmed = _ask_gateway(ctx, key.source, missing)
         with _phase(conn) as s:
@@ -412,7 +412,7 @@ def _bill_postgres(
                 return
             captures = _capture_confirmed(s, ctx, confirmed)
             if SET_BASED:
-                _match_in_sql(s, run, key, rate, captures, summary.result())
+                _match_in_sql(s, run, key, rate, captures, summary)
             else:
                 outcomes = matching.classify(
                     repo.staged_lines(s, key.source),
@@ -421,7 +421,7 @@ def _bill_postgres(
                     fee_rate=rate,
                     presorted=True,
                 )
-                _write_bill(s, run, outcomes, captures, summary.result())
+                _write_bill(s, run, outcomes, captures, summary)
         confirmed.after_commit(sessions, ctx)
         with _phase(conn) as s:
             repo.drop_stage(s)
@@ -435,35 +435,16 @@ def _match_in_sql(
     captures: dict[str, tuple[str, int | None]],
     summary: BillSummary,
 ) -> None:
-    repo.classify_staged(session, run.id, key.source, key.business_date, rate)
-    repo.relabel_captured(session, run.id, captures)
     tally = Tally()
-    for outcome, n, from_lines, amount, fees in repo.tally(session, run.id):
+    classified = repo.classify_staged(
+        session, run.id, key.source, key.business_date, rate, captures
+    )
+    for outcome, n, from_lines, amount, fees in classified:
         tally.counts[outcome] += n
         tally.totals[outcome] += amount
         tally.totals[f"{outcome}_fees"] += fees
         tally.lines += from_lines
     _close_bill(session, run, tally, summary)
-
-
-class _SummaryTap:
-    """Sums a bill's lines as they stream past."""
-
-    def __init__(self, gateway: str, day: date) -> None:
-        self.gateway, self.day = gateway, day
-        self.payments = self.refunds = self.fees = 0
-
-    def tap(self, lines: Iterator[StatementLine]) -> Iterator[StatementLine]:
-        for line in lines:
-            if line.kind == LineKind.PAYMENT:
-                self.payments += line.amount_fen
-            elif line.kind == LineKind.REFUND:
-                self.refunds -= line.amount_fen
-            self.fees += line.fee_fen
-            yield line
-
-    def result(self) -> BillSummary:
-        return BillSummary(self.gateway, self.day, self.payments, self.refunds, self.fees)
 
 
 def _write_bill(

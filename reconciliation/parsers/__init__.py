@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
-from reconciliation.lines import StatementLine
+from reconciliation.lines import LineRow, StatementLine, line_row
 from reconciliation.parsers import alipay, camt053, ofx, unionpay, wechatpay
 from reconciliation.parsers._common import UTF8_BOM, StatementError
 
-__all__ = ["FORMATS", "StatementError", "detect_format", "parse"]
+__all__ = ["FORMATS", "StatementError", "detect_format", "parse", "parse_rows"]
 
 Parser = Callable[[bytes, "str | None"], Iterator[StatementLine]]
 
@@ -29,6 +29,9 @@ FORMATS: dict[str, Parser] = {
     "ofx": ofx.parse,
     "camt053": camt053.parse,
 }
+
+ROWS: dict[str, Callable[[bytes, str | None], Iterator[LineRow]]] = {"unionpay": unionpay.rows}
+"""Formats whose parser has a bulk path yielding :data:`~reconciliation.lines.LineRow` tuples."""
 
 _HEAD = 4096
 _CAMT_NS = re.compile(rb"urn:iso:std:iso:20022:tech:xsd:camt\.053\.")
@@ -86,3 +89,12 @@ def parse(
             f"unknown format {name!r}; known: {', '.join(FORMATS)}", filename=filename
         )
     return parser(data, filename)
+
+
+def parse_rows(data: bytes, *, format: str, filename: str | None = None) -> Iterator[LineRow]:
+    """:func:`parse` as :data:`~reconciliation.lines.LineRow` tuples (same lines, same checks,
+    same errors), for bulk loading: formats with a bulk path build no object per line."""
+    bulk = ROWS.get(format)
+    if bulk is None:
+        return map(line_row, parse(data, format=format, filename=filename))
+    return bulk(bytes(data), filename)

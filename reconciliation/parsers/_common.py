@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import csv
 import re
+from collections.abc import Callable, Iterator
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
@@ -79,40 +80,100 @@ def decode_strict(
         raise StatementError(f"unknown encoding {encoding!r}", filename=filename) from None
 
 
-def decode_bill(data: bytes, filename: str | None, *, allow_gbk: bool = True) -> str:
-    """Decode a wallet bill: UTF-8 BOM, else strict UTF-8, else (if allowed) GB18030 (⊇ GBK).
+CHUNK = 1 << 20
+"""Bytes decoded at a time by :func:`text_lines` (cut at a newline: ``\\n`` is never part of a
+multi-byte character in ASCII, UTF-8 or GB18030, so a chunk decodes as the whole file would)."""
 
-    When neither decodes, the error is reported for the encoding that got further.
-    """
+Fail = Callable[[int], StatementError]
+"""Builds the error for an undecodable byte at an offset of the file."""
+
+
+def _chunks(data: bytes, start: int) -> Iterator[tuple[int, int]]:
+    """(start, end) byte ranges of about :data:`CHUNK` bytes, each ending after a newline (or at
+    the end of ``data``)."""
+    size = len(data)
+    while start < size:
+        end = data.find(b"\n", min(start + CHUNK, size) - 1)
+        end = size if end < 0 else end + 1
+        yield start, end
+        start = end
+
+
+def first_undecodable(data: bytes, encoding: str, start: int = 0) -> int | None:
+    """Offset of the first byte ``encoding`` cannot decode, or None; chunk by chunk (the text
+    is thrown away: bounded memory)."""
+    view = memoryview(data)
+    for lo, hi in _chunks(data, start):
+        try:
+            str(view[lo:hi], encoding)
+        except UnicodeDecodeError as exc:
+            return lo + exc.start
+    return None
+
+
+def text_lines(data: bytes, encoding: str, fail: Fail, start: int = 0) -> Iterator[str]:
+    """The physical lines of ``data[start:]`` without their ``\\r\\n`` / ``\\n`` endings (a final
+    newline adds nothing; only ``\\n`` ends a line), decoded chunk by chunk as they are read, in
+    bounded memory. Undecodable bytes raise ``fail(offset)`` when they are reached, after the
+    lines before them."""
+    view = memoryview(data)
+    for lo, hi in _chunks(data, start):
+        try:
+            text = str(view[lo:hi], encoding)
+        except UnicodeDecodeError as exc:
+            raise fail(lo + exc.start) from None
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        for line in lines:
+            yield line[:-1] if line.endswith("\r") else line
+
+
+def strict_lines(
+    data: bytes, encoding: str, filename: str | None, label: str, start: int = 0
+) -> Iterator[str]:
+    """:func:`text_lines` with :func:`decode_strict`'s error for an undecodable byte."""
+
+    def fail(offset: int) -> StatementError:
+        return StatementError(
+            f"invalid bytes {data[offset : offset + 4]!r} for the {label} encoding",
+            filename=filename,
+            line=line_of_offset(data, offset),
+        )
+
+    return text_lines(data, encoding, fail, start)
+
+
+def bill_lines(data: bytes, filename: str | None, *, allow_gbk: bool = True) -> Iterator[str]:
+    """A wallet bill's lines, decoded as they are read: UTF-8 BOM, else strict UTF-8, else (if
+    allowed and the file is not valid UTF-8) GB18030 (a superset of GBK).
+
+    Choosing between UTF-8 and GB18030 takes one pass over the bytes (chunk by chunk, the text
+    discarded; a GBK file fails UTF-8 at its first Chinese character) before the first line. An
+    invalid byte for GB18030 is raised when it is reached; when neither encoding decodes, the
+    error names the first bad byte of the encoding that got further."""
     if data.startswith(UTF8_BOM):
-        return decode_strict(data[len(UTF8_BOM) :], "utf-8", filename, "UTF-8")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        utf8_error = exc
+        return strict_lines(data, "utf-8", filename, "UTF-8", len(UTF8_BOM))
     if not allow_gbk:
-        return decode_strict(data, "utf-8", filename, "UTF-8")
-    try:
-        return data.decode("gb18030")
-    except UnicodeDecodeError as exc:
-        if exc.start >= utf8_error.start:
-            bad, label = exc.start, "GBK/GB18030"
-        else:
-            bad, label = utf8_error.start, "UTF-8"
-        raise StatementError(
+        return strict_lines(data, "utf-8", filename, "UTF-8")
+    utf8_error = first_undecodable(data, "utf-8")
+    if utf8_error is None:
+        return text_lines(data, "utf-8", _never)
+
+    def fail(offset: int) -> StatementError:
+        bad, label = (offset, "GBK/GB18030") if offset >= utf8_error else (utf8_error, "UTF-8")
+        return StatementError(
             f"invalid bytes {data[bad : bad + 4]!r} for the {label} encoding "
             "(neither valid UTF-8 nor GBK)",
             filename=filename,
             line=line_of_offset(data, bad),
-        ) from None
+        )
+
+    return text_lines(data, "gb18030", fail)
 
 
-def split_lines(text: str) -> list[str]:
-    """Physical lines without their ``\\r\\n`` / ``\\n`` endings (a final newline adds nothing)."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+def _never(offset: int) -> StatementError:  # pragma: no cover - the bytes were checked first
+    raise AssertionError(f"undecodable byte at {offset} after a successful check")
 
 
 def csv_cells(line: str, filename: str | None, line_no: int) -> list[str]:
@@ -139,6 +200,8 @@ def integer_fen(
     text: str, column: str, filename: str | None, line: int, *, noun: str = "an amount in fen"
 ) -> int:
     """An amount already written as a signed integer of fen (``"-460000"``), or a count."""
+    if text.isdigit() and text.isascii() and len(text) <= 15 and (text[0] != "0" or text == "0"):
+        return int(text)  # the usual case, without the regex: 0 or no leading zero, < MAX_FEN
     if len(text) <= 20 and _INTEGER.fullmatch(text):
         value = int(text)
         if -MAX_FEN <= value <= MAX_FEN:
@@ -208,12 +271,18 @@ def iso_date(
     return day
 
 
+@lru_cache(maxsize=4096)
+def compact_day(head: str) -> date | None:
+    """The date of ``yyyyMMdd`` (exactly 8 digits), or None; cached."""
+    match = _COMPACT_DATE.fullmatch(head)
+    return _ymd(*match.groups()) if match is not None else None
+
+
 def compact_date(
     text: str, column: str, filename: str | None, line: int | None, path: str | None = None
 ) -> date:
     """The date in the first 8 digits of ``yyyyMMdd[HHmmss...]``."""
-    match = _COMPACT_DATE.match(text)
-    day = _ymd(*match.groups()) if match is not None else None
+    day = compact_day(text[:8])
     if day is None:
         raise StatementError(
             f"{column} is not a date yyyyMMdd: {text!r}", filename=filename, line=line, path=path

@@ -14,10 +14,9 @@ from clearing.money import CNY, format_fen
 from reconciliation.lines import LineKind, StatementLine
 from reconciliation.parsers._common import (
     StatementError,
+    bill_lines,
     csv_cells,
-    decode_bill,
     iso_date,
-    split_lines,
     yuan_to_fen,
 )
 
@@ -41,8 +40,8 @@ _REFUND_TOTAL = re.compile(r"#退款合计[：:]\s*([0-9]+)笔[，,]\s*商家实
 
 def parse(data: bytes, filename: str | None = None) -> Iterator[StatementLine]:
     """Yield one :class:`StatementLine` per bill row; check the footer totals at the end."""
-    text = decode_bill(data, filename)
-    lines = split_lines(text)
+    lines = bill_lines(data, filename)
+    line_no = 0
     columns: dict[str, int] | None = None
     width = 0
     counts = {PAYMENT: 0, REFUND: 0}
@@ -134,7 +133,7 @@ def parse(data: bytes, filename: str | None = None) -> Iterator[StatementLine]:
             reference=reference,
             refund_id=refund_id,
         )
-    last = len(lines)
+    last = line_no
     if columns is None:
         raise StatementError(
             "no header row (empty or truncated bill)", filename=filename, line=last or None

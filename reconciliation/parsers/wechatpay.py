@@ -14,13 +14,12 @@ from clearing.money import format_fen
 from reconciliation.lines import LineKind, StatementLine
 from reconciliation.parsers._common import (
     StatementError,
+    bill_lines,
     csv_cells,
-    decode_bill,
     exact_decimal,
     integer_fen,
     iso_date,
     round_fen,
-    split_lines,
     yuan_to_fen,
 )
 
@@ -63,8 +62,8 @@ def _unquote(cells: list[str], filename: str | None, line_no: int) -> list[str]:
 
 def parse(data: bytes, filename: str | None = None) -> Iterator[StatementLine]:
     """Yield one :class:`StatementLine` per data row; check the summary row at the end."""
-    text = decode_bill(data, filename, allow_gbk=False)
-    lines = split_lines(text)
+    lines = bill_lines(data, filename, allow_gbk=False)
+    line_no = 0
     columns: dict[str, int] | None = None
     summary_columns: dict[str, int] | None = None
     summary: tuple[int, list[str]] | None = None
@@ -159,7 +158,7 @@ def parse(data: bytes, filename: str | None = None) -> Iterator[StatementLine]:
             fee_exact=fee_exact,
             refund_id=refund_id,
         )
-    last = len(lines) or None
+    last = line_no or None
     if columns is None:
         raise StatementError("no header row (empty bill)", filename=filename, line=last)
     if summary is None or summary_columns is None:
