@@ -22,6 +22,7 @@ The table is created by the benchmark (:data:`BARE_DDL`).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -55,7 +56,9 @@ def feishui_app() -> FastAPI:
 
     settings = Settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    return create_app(build_runtime(settings), simulators=False)
+    app = create_app(build_runtime(settings), simulators=False)
+    gc.freeze()  # as api/asgi.py does for the production server
+    return app
 
 
 class _Batch(BaseModel):
@@ -100,4 +103,5 @@ def bare_app() -> FastAPI:
                     cp.write_row((id_, json.dumps(item, ensure_ascii=False)))
         return JSONResponse({"results": [{"index": i, "id": id_} for i, id_ in enumerate(ids)]})
 
+    gc.freeze()  # the same treatment as feishui_app
     return app
