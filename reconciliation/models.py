@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -131,18 +132,23 @@ class ReconciliationItem(Base):
 
 
 class Remittance(Base):
-    """A daily remittance batch to one treasury account (Dr treasury_payable / Cr fiscal_bank)."""
+    """A daily remittance batch to one treasury account (Dr treasury_payable / Cr fiscal_bank).
+
+    ``sequence`` 1 is the day's batch; 2, 3, ... are top-ups for what settled later.
+    """
 
     __tablename__ = "remittances"
     __table_args__ = (
-        UniqueConstraint("treasury", "business_date"),
+        UniqueConstraint("treasury", "business_date", "sequence"),
         CheckConstraint(_in("state", REMITTANCE_STATES), "state"),
         CheckConstraint("amount > 0", "amount_positive"),
+        CheckConstraint("sequence >= 1", "sequence_positive"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     treasury: Mapped[str] = mapped_column(String(64))
     business_date: Mapped[date] = mapped_column(Date)
+    sequence: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     amount: Mapped[int] = mapped_column(BigInteger)
     """Integer fen remitted."""
     state: Mapped[str] = mapped_column(String(16))

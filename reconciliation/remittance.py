@@ -11,8 +11,15 @@ gateway that has not settled D yet stays in ``treasury_payable`` for a later rem
 One :class:`Remittance` per treasury and day, with a voucher of lines by revenue classification
 code (政府收支分类科目) and budget level, split from the notice items exactly as the capture
 split them (every fen conserved; :mod:`reconciliation.collected`). Preparing posts
-``remit:<treasury>:<D>``. Preparing again is idempotent: an existing (treasury, D) remittance is
-returned unchanged, never recomputed. States: ``prepared -> sent -> confirmed``, nothing else.
+``remit:<treasury>:<D>``. States: ``prepared -> sent -> confirmed``, nothing else.
+
+**Top-ups.** A gateway may settle D after D was remitted (its bank credit arrives a day late, a
+corrected bill re-posts it). Preparing D again then adds a *top-up* batch, ``sequence`` 2, 3,
+..., posted as ``remit:<treasury>:<D>:<sequence>``, for what is settled now and not covered by
+the earlier batches, line by line (a line's coverage is what it remitted plus what its cap held
+back for refunds). Preparing again with nothing new is idempotent: the existing batches are
+returned unchanged, never recomputed. ``unsettled_gateways`` tells which gateways of D have not
+settled yet, i.e. which days to prepare again later.
 """
 
 from __future__ import annotations
@@ -126,18 +133,49 @@ def unsettled_gateways(session: Session, day: date, settled: set[str]) -> list[s
 def prepare(
     session: Session, day: date, username: str, *, fiscal_account: str | None = None
 ) -> list[Prepared]:
-    """Prepare (once per treasury and day) the remittances of what was settled on ``day``."""
+    """Prepare the remittances of what was settled on ``day``: per treasury, the day's batch,
+    or a top-up for what settled since; the existing batches come back with ``created`` False."""
     settlements = settlement_entries(session, day)
     lines = collected_lines(session, day, states=("succeeded",), gateways=set(settlements))
     vouchers = voucher_lines(lines)
     if not vouchers:
         return []
-    account = _fiscal_account(settlements, fiscal_account)
-    prepared = (
-        _prepare_one(session, day, treasury, voucher, account, username)
-        for treasury, voucher in vouchers.items()
-    )
-    return [p for p in prepared if p is not None]
+    account: str | None = None
+    out: list[Prepared] = []
+    for treasury, voucher in vouchers.items():
+        batches = _batches(session, treasury, day)
+        out += [Prepared(b, False) for b in batches]
+        rest = _uncovered(voucher, batches)
+        if not rest:
+            continue
+        account = account or _fiscal_account(settlements, fiscal_account)
+        sequence = batches[-1].sequence + 1 if batches else 1
+        made = _prepare_batch(session, day, treasury, sequence, rest, account, username)
+        if made is not None:
+            out.append(made)
+    return out
+
+
+def _uncovered(voucher: list[dict[str, Any]], batches: list[Remittance]) -> list[dict[str, Any]]:
+    """The voucher's lines less what earlier batches of the day covered (only what is left)."""
+    covered: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for batch in batches:
+        for line in batch.voucher:
+            key = (line["revenue_code"], line["budget_level"])
+            covered[key][0] += line["amount"] + line.get("refunded", 0)
+            covered[key][1] += line["payments"]
+    rest = []
+    for line in voucher:
+        fen, payments = covered.get((line["revenue_code"], line["budget_level"]), (0, 0))
+        if line["amount"] > fen:
+            rest.append(
+                {
+                    **line,
+                    "amount": line["amount"] - fen,
+                    "payments": max(line["payments"] - payments, 0),
+                }
+            )
+    return rest
 
 
 def _cap(voucher: list[dict[str, Any]], owed: int) -> list[dict[str, Any]]:
@@ -153,45 +191,50 @@ def _cap(voucher: list[dict[str, Any]], owed: int) -> list[dict[str, Any]]:
     ]
 
 
-def _existing(session: Session, treasury: str, day: date) -> Remittance | None:
-    return session.scalar(
-        select(Remittance).where(Remittance.treasury == treasury, Remittance.business_date == day)
+def _batches(session: Session, treasury: str, day: date) -> list[Remittance]:
+    return list(
+        session.scalars(
+            select(Remittance)
+            .where(Remittance.treasury == treasury, Remittance.business_date == day)
+            .order_by(Remittance.sequence)
+        )
     )
 
 
-def _prepare_one(
+def _prepare_batch(
     session: Session,
     day: date,
     treasury: str,
+    sequence: int,
     voucher: list[dict[str, Any]],
     account: str,
     username: str,
 ) -> Prepared | None:
-    existing = _existing(session, treasury, day)
-    if existing is not None:
-        return Prepared(existing, False)
     voucher = _cap(voucher, LedgerService(session).balance(f"treasury_payable:{treasury}"))
     amount = sum(line["amount"] for line in voucher)
     if amount <= 0:
         return None
+    batch = f"{treasury}:{day.isoformat()}" + (f":{sequence}" if sequence > 1 else "")
     posted = LedgerService(session).post(
         Entry(
-            idempotency_key=f"remit:{treasury}:{day.isoformat()}",
+            idempotency_key=f"remit:{batch}",
             business_date=day,
-            description=f"Remittance to treasury {treasury} of {day.isoformat()}",
+            description=f"Remittance to treasury {treasury} of {day.isoformat()}"
+            + (f" (top-up {sequence})" if sequence > 1 else ""),
             postings=(
                 Posting.debit(f"treasury_payable:{treasury}", amount),
                 Posting.credit(account, amount),
             ),
-            metadata={"treasury": treasury, "lines": len(voucher)},
+            metadata={"treasury": treasury, "lines": len(voucher), "sequence": sequence},
             ref_type="remittance",
-            ref_id=f"{treasury}:{day.isoformat()}",
+            ref_id=batch,
         )
     )
     now = datetime.now(UTC)
     row = Remittance(
         treasury=treasury,
         business_date=day,
+        sequence=sequence,
         amount=amount,
         state="prepared",
         voucher=voucher,
@@ -204,9 +247,9 @@ def _prepare_one(
         with session.begin_nested():
             session.add(row)
     except IntegrityError:  # prepared concurrently: theirs stands (the entry was the same)
-        existing = _existing(session, treasury, day)
-        assert existing is not None
-        return Prepared(existing, False)
+        existing = [b for b in _batches(session, treasury, day) if b.sequence == sequence]
+        assert existing, "the unique key refused the batch, so it exists"
+        return Prepared(existing[0], False)
     return Prepared(row, True)
 
 

@@ -144,6 +144,7 @@ def remittance_out(row: Remittance) -> dict[str, Any]:
         "id": row.id,
         "treasury": row.treasury,
         "business_date": row.business_date.isoformat(),
+        "sequence": row.sequence,
         "amount": format_fen(row.amount),
         "state": row.state,
         "journal_entry_id": row.journal_entry_id,

@@ -586,6 +586,42 @@ def test_remittance_covers_settled_captures_is_idempotent_and_adds_up(fin, tmp_p
     assert len(listed.json()["remittances"]) == 3
 
 
+def test_a_late_settlement_is_remitted_by_a_top_up_batch(fin, tmp_path):
+    collect(fin.db, tmp_path)
+    settle(fin.db, "alipay")
+    first = fin.post("/v1/finance/remittances", json={"business_date": "2026-11-27"})
+    assert first.status_code == 201 and first.json()["unsettled_gateways"] == ["unionpay"]
+    assert {x["sequence"] for x in first.json()["remittances"]} == {1}
+
+    settle(fin.db, "unionpay")  # the bank's credit for the 27th arrives after the remittance
+    late = fin.post("/v1/finance/remittances", json={"business_date": "2026-11-27"})
+    assert late.status_code == 201, late.text
+    assert late.json()["unsettled_gateways"] == []
+    top_ups = [x for x in late.json()["remittances"] if x["created"]]
+    unionpay = treasury_credits(fin.db, "unionpay")
+    assert {x["treasury"]: x["sequence"] for x in top_ups} == dict.fromkeys(unionpay, 2)
+    for row in top_ups:
+        fen = unionpay[row["treasury"]]
+        assert row["amount"] == f"{fen // 100}.{fen % 100:02d}"
+        assert sum(int(line["amount"].replace(".", "")) for line in row["voucher"]) == fen
+    with transaction(fin.db.sessions) as s:
+        for row in top_ups:
+            entry = s.get(JournalEntry, row["journal_entry_id"])
+            assert entry.idempotency_key == f"remit:{row['treasury']}:2026-11-27:2"
+        payable = {
+            b.code: b.balance
+            for b in LedgerService(s).balances()
+            if b.code.startswith("treasury_payable:")
+        }
+        assert set(payable.values()) == {0}  # every settled fen is remitted, none twice
+        assert LedgerService(s).trial_balance().balanced
+
+    again = fin.post("/v1/finance/remittances", json={"business_date": "2026-11-27"})
+    assert again.status_code == 200
+    assert not any(x["created"] for x in again.json()["remittances"])
+    assert len(again.json()["remittances"]) == len(first.json()["remittances"]) + len(top_ups)
+
+
 def test_remittance_states_and_voucher_file(fin, tmp_path):
     collect(fin.db, tmp_path)
     settle(fin.db, "alipay")
