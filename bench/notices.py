@@ -11,7 +11,9 @@ servers started with the same flags and idle while the other is measured):
     ``--rounds`` interleaved rounds. Figure: notices (rows) per second.
 (b) single: ``POST /v1/notices`` with ``--concurrency`` connections for ``--seconds`` per round
     and kind, beside ``POST /bare`` (the same JSON body, one INSERT), ``--rounds`` rounds
-    interleaved, order alternating. Figures: requests/s, p50/p90/p99/max latency.
+    interleaved, order alternating. Figures: requests/s, p50/p90/p99/max latency. Then each kind
+    in an open loop at half its measured maximum for ``--open-seconds`` (latency from each
+    request's scheduled send time): the p99 a service sees when it is not saturated.
 
 The load generator (bench/_load.py) is a separate process. Checks: every answer has the
 expected status, and the database holds exactly the rows the answers promised.
@@ -97,6 +99,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16, help="connections for (b)")
     ap.add_argument("--seconds", type=float, default=5.0, help="(b): seconds per round and kind")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--open-seconds", type=float, default=10.0, help="(b): half-load open loop, seconds"
+    )
     ap.add_argument("--no-batch", action="store_true")
     ap.add_argument("--no-single", action="store_true")
     ap.add_argument("--out", help="write the markdown report here (else print it)")
@@ -260,13 +265,43 @@ def main() -> None:
                             f"single {kind} w{workers} round {r}: {res['rps']:.0f} req/s "
                             f"p99 {res['p99']:.1f} ms"
                         )
-                single_rows.append(
-                    {
-                        "workers": workers,
-                        "feishui": hb.merge(parts["feishui"]),
-                        "bare": hb.merge(parts["bare"]),
-                    }
-                )
+                row = {
+                    "workers": workers,
+                    "feishui": hb.merge(parts["feishui"]),
+                    "bare": hb.merge(parts["bare"]),
+                }
+                for kind in ("feishui", "bare"):  # half load: open loop at 50% of the maximum
+                    server, path, extra, table = (
+                        (api, "/v1/notices", auth, "notices")
+                        if kind == "feishui"
+                        else (bare, "/bare", {}, "bare_rows")
+                    )
+                    rate = row[kind]["rps"] / 2
+                    before = count(args.url, table)
+                    res = hb.load(
+                        {
+                            "host": "127.0.0.1",
+                            "port": server.port,
+                            "mode": "open",
+                            "concurrency": 64,
+                            "duration": args.open_seconds,
+                            "rate": rate,
+                            "cycle": True,
+                            "requests": [hb.http_request("POST", path, single_body, extra)],
+                            "expect_status": 201,
+                        },
+                        server,
+                    )
+                    stored = count(args.url, table) - before
+                    if res["errors"] or stored != res["answered"]:
+                        problems.append(
+                            f"half-load {kind} w{workers}: {res['errors']} errors, "
+                            f"{stored} rows stored, {res['answered']} answered"
+                        )
+                    res["rate"] = rate
+                    row[f"{kind}_half"] = res
+                    log(f"half load {kind} w{workers}: {rate:.0f} req/s p99 {res['p99']:.1f} ms")
+                single_rows.append(row)
 
     took = (datetime.now(UTC) - began).total_seconds()
     lines = hb.header(
@@ -340,6 +375,23 @@ def main() -> None:
                 f"{'met' if ratio >= TARGET_RATIO else 'MISSED'} | {p99:.1f} | "
                 f"{'met' if p99 < TARGET_P99 else 'MISSED'} |"
             )
+        lines += [
+            "",
+            f"Half load: open loop at 50% of each kind's closed-loop maximum, "
+            f"{args.open_seconds:g} s, latency from each request's scheduled send time:",
+            "",
+            "| workers | kind | offered req/s | answered req/s | p50 ms | p90 ms | p99 ms | "
+            "max ms | p99 < 100 ms | load |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        ]
+        for row in single_rows:
+            for kind, label in (("feishui", "`POST /v1/notices`"), ("bare", "bare `POST /bare`")):
+                m = row[f"{kind}_half"]
+                lines.append(
+                    f"| {row['workers']} | {label} | {m['rate']:,.0f} | {m['rps']:,.0f} | "
+                    f"{m['p50']:.1f} | {m['p90']:.1f} | {m['p99']:.1f} | {m['max']:.0f} | "
+                    f"{'met' if m['p99'] < TARGET_P99 else 'MISSED'} | {m['load1']:.1f} |"
+                )
         lines.append("")
     lines += [
         "Checks: "
