@@ -35,7 +35,7 @@ async def notify(request: Request, gateway: str) -> Response:
         request.method,
         {k.lower(): v for k, v in request.headers.items()},
         await request.body(),
-        request.url.query,
+        request.scope.get("query_string", b"").decode(),  # what request.url.query parses out
     )
     accepted = await run_in_threadpool(_handle, request, gateway, adapter, raw)
     ack = adapter.ack(accepted)

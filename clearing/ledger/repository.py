@@ -9,7 +9,18 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Engine,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    true,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -43,8 +54,23 @@ def upsert(session: Session, model: type) -> postgresql.Insert | sqlite.Insert:
     return (postgresql if dialect == "postgresql" else sqlite).insert(model)
 
 
+_ENTRY_COLUMNS = (
+    "idempotency_key",
+    "business_date",
+    "created_at",
+    "description",
+    "metadata",
+    "ref_type",
+    "ref_id",
+    "reverses_id",
+    "content_hash",
+)
+_POSTING_COLUMNS = ("account_id", "direction", "amount", "currency")
+
+
 @lru_cache(maxsize=4)
 def _statements(dialect: str) -> tuple[Any, Any]:
+    """(entry INSERT, postings INSERT) for SQLite; (one INSERT of both, None) for PostgreSQL."""
     entries, postings = JournalEntry.__table__, PostingRow.__table__
     module = postgresql if dialect == "postgresql" else sqlite
     entry_stmt = (
@@ -52,7 +78,35 @@ def _statements(dialect: str) -> tuple[Any, Any]:
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(entries.c.id)
     )
-    return entry_stmt, insert(postings)
+    if dialect != "postgresql":
+        return entry_stmt, insert(postings)
+    # Nested in a CTE, the INSERT names its columns (they are not taken from the parameters).
+    explicit = entry_stmt.values({c: bindparam(c) for c in _ENTRY_COLUMNS})
+    return _entry_with_postings(explicit.cte("new_entry"), postings), None
+
+
+def _entry_with_postings(new_entry: Any, postings: Any) -> Any:
+    """One round trip on PostgreSQL: ``WITH new_entry AS (INSERT ... ON CONFLICT DO NOTHING
+    RETURNING id) INSERT INTO postings SELECT new_entry.id, legs.* FROM new_entry,
+    unnest(<arrays>) RETURNING entry_id``. A replayed key inserts no entry, so no postings and no
+    row: the caller sees ``None`` as with two statements. The balance trigger is deferred to
+    the commit, and the foreign key is checked at the end of the statement, after the entry."""
+    types = {"account_id": BigInteger, "direction": String, "amount": BigInteger}
+    arrays = [
+        bindparam(f"leg_{c}", type_=postgresql.ARRAY(types.get(c, String)))
+        for c in _POSTING_COLUMNS
+    ]
+    legs = func.unnest(*arrays).table_valued(*_POSTING_COLUMNS).render_derived(name="legs")
+    # One entry row times its legs: JOIN ... ON true, which SQLAlchemy does not warn about as an
+    # accidental cartesian product (FROM a, b would).
+    legs_of_entry = new_entry.join(legs, true())
+    rows = select(new_entry.c.id, *(legs.c[c] for c in _POSTING_COLUMNS)).select_from(legs_of_entry)
+    return (
+        insert(postings)
+        .from_select(["entry_id", *_POSTING_COLUMNS], rows)
+        .add_cte(new_entry)
+        .returning(postings.c.entry_id)
+    )
 
 
 def utcnow() -> datetime:
@@ -129,23 +183,28 @@ class LedgerRepository:
     ) -> int | None:
         """Insert the entry and its postings; ``None`` when the idempotency key already exists.
 
-        The two statements are built once per dialect on the tables (Core, not the ORM's bulk
-        path) and take bound parameters, so SQLAlchemy compiles and caches them once."""
+        The statements are built once per dialect on the tables (Core, not the ORM's bulk path)
+        and take bound parameters, so SQLAlchemy compiles and caches them once. PostgreSQL
+        inserts the entry and its postings in one statement (one round trip), SQLite in two."""
         entry_stmt, postings_stmt = _statements(self.session.get_bind().dialect.name)
-        entry_id = self.session.execute(
-            entry_stmt,
-            {
-                "idempotency_key": entry.idempotency_key,
-                "business_date": entry.business_date,
-                "created_at": created_at,
-                "description": entry.description,
-                "metadata": dict(entry.metadata),
-                "ref_type": entry.ref_type,
-                "ref_id": entry.ref_id,
-                "reverses_id": entry.reverses_id,
-                "content_hash": content_hash,
-            },
-        ).scalar()
+        values = {
+            "idempotency_key": entry.idempotency_key,
+            "business_date": entry.business_date,
+            "created_at": created_at,
+            "description": entry.description,
+            "metadata": dict(entry.metadata),
+            "ref_type": entry.ref_type,
+            "ref_id": entry.ref_id,
+            "reverses_id": entry.reverses_id,
+            "content_hash": content_hash,
+        }
+        if postings_stmt is None:  # PostgreSQL: the entry and its postings in one statement
+            values["leg_account_id"] = [accounts[p.account].id for p in entry.postings]
+            values["leg_direction"] = [p.direction.value for p in entry.postings]
+            values["leg_amount"] = [p.amount for p in entry.postings]
+            values["leg_currency"] = [p.currency for p in entry.postings]
+            return self.session.execute(entry_stmt, values).scalars().first()  # type: ignore[no-any-return]
+        entry_id = self.session.execute(entry_stmt, values).scalar()
         if entry_id is None:
             return None
         self.session.execute(

@@ -114,11 +114,11 @@ def _settle(
 ) -> CaptureOutcome:
     ensure_transition(attempt.state, AttemptState.SUCCEEDED)
     posted = LedgerService(session).post(_capture_entry(attempt, notice, result, now))
-    # The UPDATE runs at once: the UNIQUE settles_notice_id is checked before anything follows.
-    paid = _mark_paid(
-        session, attempt, result, now, posted.id, AttemptState.SUCCEEDED, settles=notice.id
+    # The UPDATEs run at once: the UNIQUE settles_notice_id is checked before anything follows.
+    paid = _paid(attempt, result, now, AttemptState.SUCCEEDED)
+    repo.settle(
+        session, attempt.id, notice.id, _paid_values(paid, now, posted.id, settles=notice.id), now
     )
-    repo.mark_notice(session, notice.id, "paid", now)
     # No receipt can exist yet: we hold the notice's lock and saw it never paid (unpaid or
     # expired; the UNIQUE receipts.notice_id backs this), so it is inserted without looking.
     receipt = insert_receipt(session, notice, paid, eseal, now)
@@ -134,7 +134,7 @@ def _settle(
 
 
 def _paid_event_data(attempt: AttemptView, receipt_number: str) -> dict[str, str]:
-    assert attempt.paid_at is not None  # set by _mark_paid
+    assert attempt.paid_at is not None  # set by _paid
     return {
         "amount_paid": format_fen(attempt.amount),
         "late_fee": format_fen(attempt.late_fee),
@@ -188,16 +188,28 @@ def _mark_paid(
     now: datetime,
     entry_id: int,
     state: AttemptState,
-    *,
-    settles: int | None = None,
 ) -> AttemptView:
-    """Record the money on the attempt (and, for the settling one, the notice it settles)."""
-    paid = replace(
+    """Record the money on an attempt that settles nothing (a duplicate payment)."""
+    paid = _paid(attempt, result, now, state)
+    repo.update_attempt(session, attempt.id, **_paid_values(paid, now, entry_id, settles=None))
+    return paid
+
+
+def _paid(
+    attempt: AttemptView, result: PaymentResult, now: datetime, state: AttemptState
+) -> AttemptView:
+    return replace(
         attempt,
         state=state.value,
         paid_at=result.paid_at or now,
         gateway_txn_id=result.gateway_txn_id,
     )
+
+
+def _paid_values(
+    paid: AttemptView, now: datetime, entry_id: int, *, settles: int | None
+) -> dict[str, Any]:
+    """The attempt's columns to UPDATE once the money is posted."""
     values: dict[str, Any] = {
         "state": paid.state,
         "updated_at": now,
@@ -207,8 +219,7 @@ def _mark_paid(
     }
     if settles is not None:
         values["settles_notice_id"] = settles
-    repo.update_attempt(session, attempt.id, **values)
-    return paid
+    return values
 
 
 def _capture_entry(

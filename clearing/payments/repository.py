@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, insert, select, true, update
+from sqlalchemy import Select, Update, bindparam, exists, insert, select, true, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from clearing.payments.models import GatewayNotification, PaymentAttempt, Refund
@@ -151,20 +152,55 @@ _LOCK_NOTICE = _lock_notice_statement()
 # No VALUES: the SET clause is the columns of the parameters given at execution.
 _UPDATE_ATTEMPT = update(_attempts).where(_attempts.c.id == bindparam("attempt_id"))
 _UPDATE_NOTICE = update(_notices).where(_notices.c.id == bindparam("notice_id"))
+_SETTLE_COLUMNS = (
+    "state",
+    "updated_at",
+    "paid_at",
+    "gateway_txn_id",
+    "journal_entry_id",
+    "settles_notice_id",
+)
+
+
+def _settle_statement() -> Update:
+    """PostgreSQL: the settling attempt's UPDATE and the notice's in one statement (a data-
+    modifying CTE; both run, and both are checked, before the statement returns). Parameters
+    are prefixed: a name that is a column of either table would be taken as a SET value."""
+    attempt = (
+        update(_attempts)
+        .where(_attempts.c.id == bindparam("a_key"))
+        .values({c: bindparam(f"a_{c}", type_=_attempts.c[c].type) for c in _SETTLE_COLUMNS})
+        .cte("settled_attempt")
+    )
+    return (
+        update(_notices)
+        .where(_notices.c.id == bindparam("n_key"))
+        .values(status=bindparam("n_status"), updated_at=bindparam("n_updated_at"))
+        .add_cte(attempt)
+    )
+
+
+_SETTLE = _settle_statement()
 _INSERT_REFUND = insert(Refund.__table__).returning(Refund.__table__.c.id)
 _INSERT_NOTIFICATION = insert(GatewayNotification.__table__)
 
 
+def _conn(session: Session) -> Connection:
+    """The session's connection in its transaction: Core statements run on it directly,
+    without the ORM's execute path (no autoflush, no ORM compile state; none is needed)."""
+    return session.connection()
+
+
 def lock_attempt(session: Session, order_id: str) -> AttemptView | None:
     """``SELECT ... FOR UPDATE`` of the attempt with ``order_id`` (None if there is none)."""
-    row = session.execute(_LOCK_ATTEMPT, {"order_id": order_id}).first()
+    row = _conn(session).execute(_LOCK_ATTEMPT, {"order_id": order_id}).first()
     return None if row is None else AttemptView(*row)
 
 
 def lock_notice(session: Session, notice_id: int) -> NoticeView:
     """``SELECT ... FOR UPDATE OF notices`` of the notice, joined with its department and its
     items (one row per item) and the webhook check: one round trip."""
-    rows = session.execute(_LOCK_NOTICE, {"notice_id": notice_id}).all()
+    rows = _conn(session).execute(_LOCK_NOTICE, {"notice_id": notice_id}).all()
     if not rows:  # a notice always has items (its principal is their sum)
         raise LookupError(f"notice {notice_id} does not exist or has no items")
     first = rows[0]._mapping
@@ -179,22 +215,39 @@ def lock_notice(session: Session, notice_id: int) -> NoticeView:
 
 def update_attempt(session: Session, attempt_id: int, **values: Any) -> None:
     """``UPDATE payment_attempts SET <values> WHERE id = attempt_id``."""
-    session.execute(_UPDATE_ATTEMPT, {"attempt_id": attempt_id, **values})
+    _conn(session).execute(_UPDATE_ATTEMPT, {"attempt_id": attempt_id, **values})
 
 
 def mark_notice(session: Session, notice_id: int, status: str, now: datetime) -> None:
     """Set the notice's status (the caller holds its lock)."""
-    session.execute(
+    _conn(session).execute(
         _UPDATE_NOTICE,
         {"notice_id": notice_id, "status": status, "updated_at": now},
     )
 
 
+def settle(
+    session: Session, attempt_id: int, notice_id: int, attempt_values: dict[str, Any], now: datetime
+) -> None:
+    """Record the settling attempt's money (``attempt_values``: the columns of
+    ``_SETTLE_COLUMNS``) and mark its notice paid. PostgreSQL: one statement; SQLite: two."""
+    conn = _conn(session)
+    if conn.dialect.name != "postgresql":
+        update_attempt(session, attempt_id, **attempt_values)
+        mark_notice(session, notice_id, "paid", now)
+        return
+    params = {f"a_{c}": attempt_values[c] for c in _SETTLE_COLUMNS}
+    conn.execute(
+        _SETTLE,
+        {"a_key": attempt_id, "n_key": notice_id, "n_status": "paid", "n_updated_at": now} | params,
+    )
+
+
 def insert_refund(session: Session, **values: Any) -> int:
     """Insert a refund row; returns its id."""
-    return session.execute(_INSERT_REFUND, values).scalar_one()  # type: ignore[no-any-return]
+    return _conn(session).execute(_INSERT_REFUND, values).scalar_one()  # type: ignore[no-any-return]
 
 
 def insert_notification(session: Session, **values: Any) -> None:
     """Log what a gateway told us (``gateway_notifications``)."""
-    session.execute(_INSERT_NOTIFICATION, values)
+    _conn(session).execute(_INSERT_NOTIFICATION, values)
