@@ -4,8 +4,9 @@ scopes, and Idempotency-Key handling.
 Order for a POST: authenticate (a key looked up in the last few seconds is trusted, see
 :func:`notices.departments.authenticate_cached`; otherwise its own short transaction) -> claim
 the Idempotency-Key (own committed transaction) -> the request's transaction, which commits
-before the response is sent (``scope="function"``). If the work or its commit fails, the claim
-is released.
+before the response is sent. If the work or its commit fails, the claim is released. The
+notices API does the claim, the work and the commit in one trip to the thread pool
+(:meth:`NoticeWriter.run`); other POSTs use :data:`WriteSession` (``scope="function"``).
 
 Dependencies that do no I/O are ``async`` so that they run on the event loop instead of taking
 a trip through the thread pool.
@@ -15,12 +16,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import ReplayResponse
 from api.runtime import Runtime
@@ -31,6 +32,7 @@ from notices.privacy import PayerVault
 from notices.service import today_in_shanghai
 from notices.views import ViewContext
 
+T = TypeVar("T")
 _bearer = HTTPBearer(auto_error=False, description="A department API key: fs_live_…")
 
 
@@ -44,10 +46,15 @@ def get_vault(request: Request) -> PayerVault:
     return request.app.state.vault
 
 
-async def view_context(request: Request) -> ViewContext:
+def make_view(request: Request) -> ViewContext:
     """What response rendering needs: vault, public URL, today's Asia/Shanghai date."""
     settings = get_runtime(request).settings
     return ViewContext(get_vault(request), settings.public_base_url, today_in_shanghai())
+
+
+async def view_context(request: Request) -> ViewContext:
+    """:func:`make_view` as a dependency."""
+    return make_view(request)
 
 
 def db_session(request: Request) -> Iterator[Session]:
@@ -63,6 +70,12 @@ async def principal(
 
     A key in the cache is checked on the event loop; only a look-up goes to the thread pool.
     """
+    return await _authenticate(request, credentials)
+
+
+async def _authenticate(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
+) -> Principal:
     bearer = credentials.credentials if credentials is not None else None
     sessions = get_runtime(request).sessions
     who = authenticate_from_cache(sessions, bearer)
@@ -86,20 +99,85 @@ can_write = require("notices:write")
 
 
 @dataclass(frozen=True)
-class Claimed:
-    """Who is calling, and the Idempotency-Key claimed for the request (None without a key)."""
-
-    who: Principal
-    claim: idempotency.Claim | None
-
-
-@dataclass(frozen=True)
 class Write:
     """A POST's unit of work: the caller, its Idempotency-Key claim and the transaction."""
 
     who: Principal
     claim: idempotency.Claim | None
     session: Session
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """Who is calling, and the Idempotency-Key claimed for the request (None without a key)."""
+
+    who: Principal
+    claim: idempotency.Claim | None
+    sessions: sessionmaker[Session]
+
+
+@dataclass(frozen=True)
+class NoticeWriter:
+    """An authenticated ``notices:write`` caller and the request's Idempotency-Key (if any).
+
+    :meth:`run` claims the key, does the work in the request's transaction and commits it,
+    before the response is sent.
+    """
+
+    who: Principal
+    key: str | None
+    request_hash: str | None
+    sessions: sessionmaker[Session]
+
+    async def run(self, work: Callable[[Write], T]) -> T:
+        """Claim the key (own committed transaction; a finished request is replayed), then run
+        ``work`` in one transaction and commit; release the claim if the work or commit fails.
+
+        Why one function in the thread pool: a trip there costs the event loop about as much
+        as the work itself, and a dependency chain with ``yield`` would take three.
+        """
+        return await run_in_threadpool(self._run, work)
+
+    def _run(self, work: Callable[[Write], T]) -> T:
+        claim = None
+        if self.key is not None:
+            assert self.request_hash is not None
+            outcome = idempotency.claim(
+                self.sessions, self.who.department_id, self.key, self.request_hash
+            )
+            if isinstance(outcome, idempotency.Replay):
+                raise ReplayResponse(outcome.status, outcome.body)
+            claim = outcome
+        try:
+            with transaction(self.sessions) as session:
+                return work(Write(self.who, claim, session))
+        except BaseException:
+            if claim is not None:
+                idempotency.release(self.sessions, claim)
+            raise
+
+
+async def writer(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    key: str | None = Header(
+        None, alias=idempotency.HEADER, description="Makes a retried POST safe; kept 24 hours"
+    ),
+) -> NoticeWriter:
+    """A ``notices:write`` caller and its Idempotency-Key, as one dependency without ``yield``.
+
+    Why not the chain (principal, scope, claim): FastAPI resolves every node of it on every
+    request, and that cost as much CPU as issuing the notice itself. The key is claimed in
+    :meth:`NoticeWriter.run`, after the body has been validated.
+    """
+    who = await _authenticate(request, credentials)
+    who.require("notices:write")
+    sessions = get_runtime(request).sessions
+    if key is None:
+        return NoticeWriter(who, None, None, sessions)
+    idempotency.check_key(key)
+    request_hash = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    return NoticeWriter(who, key, request_hash, sessions)
 
 
 async def idempotency_claim(
@@ -110,21 +188,33 @@ async def idempotency_claim(
     ),
 ) -> AsyncIterator[Claimed]:
     """Claim the request's Idempotency-Key, replay a finished one, or go on without a key."""
-    if key is None:
-        yield Claimed(who, None)
-        return
+    claimed = await _claim(request, who, key)
+    try:
+        yield claimed
+    except BaseException:
+        await _release(claimed)
+        raise
+
+
+async def _claim(request: Request, who: Principal, key: str | None) -> Claimed:
+    """Claim ``key`` (its own committed transaction); raise :class:`ReplayResponse` for a
+    finished request with the same key."""
     sessions = get_runtime(request).sessions
+    if key is None:
+        return Claimed(who, None, sessions)
     request_hash = idempotency.fingerprint(request.method, request.url.path, await request.body())
     outcome = await run_in_threadpool(
         idempotency.claim, sessions, who.department_id, key, request_hash
     )
     if isinstance(outcome, idempotency.Replay):
         raise ReplayResponse(outcome.status, outcome.body)
-    try:
-        yield Claimed(who, outcome)
-    except BaseException:
-        await run_in_threadpool(idempotency.release, sessions, outcome)
-        raise
+    return Claimed(who, outcome, sessions)
+
+
+async def _release(claimed: Claimed) -> None:
+    """Forget the claim of a request whose work or commit failed, so that a retry can run."""
+    if claimed.claim is not None:
+        await run_in_threadpool(idempotency.release, claimed.sessions, claimed.claim)
 
 
 def write_session(
@@ -136,22 +226,10 @@ def write_session(
         yield session
 
 
-def write_unit(
-    request: Request,
-    claimed: Claimed = Depends(idempotency_claim, scope="function"),
-) -> Iterator[Write]:
-    """:func:`write_session` with the caller and the claim: one dependency instead of three.
-
-    FastAPI walks every occurrence of a sub-dependency on every request, so a handler taking
-    the caller, the claim and the session separately pays for the authentication chain thrice.
-    """
-    with transaction(get_runtime(request).sessions) as session:
-        yield Write(claimed.who, claimed.claim, session)
-
-
 Reader = Annotated[Principal, Depends(can_read)]
 Writer = Annotated[Principal, Depends(can_write)]
 ReadSession = Annotated[Session, Depends(db_session, scope="function")]
 WriteSession = Annotated[Session, Depends(write_session, scope="function")]
-Unit = Annotated[Write, Depends(write_unit, scope="function")]
+#: A POST of the department API: the writer and its Idempotency-Key; see :meth:`NoticeWriter.run`.
+Unit = Annotated[NoticeWriter, Depends(writer)]
 View = Annotated[ViewContext, Depends(view_context)]

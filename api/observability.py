@@ -7,9 +7,11 @@ thread pool.
 
 from __future__ import annotations
 
+import random
 import re
 import time
 import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -23,13 +25,29 @@ from clearing.logs import request_id_var
 HEADER = "X-Request-Id"
 _ACCEPTED_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 UNMATCHED = "unmatched"
+_HEADER_KEY = HEADER.lower().encode("latin-1")
+#: Bound on the cached label children of the latency histogram (methods are the caller's).
+_MAX_CHILDREN = 1_000
+
+
+def header_value(scope: Scope, name: bytes) -> bytes | None:
+    """The last value of the (lower-case) header ``name`` in an ASGI scope, without building
+    a dict of every header."""
+    found = None
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            found = value
+    return found
 
 
 def incoming_request_id(value: str | None) -> str:
     """The caller's request id if it is a short token, otherwise a new one (32 hex digits)."""
     if value and _ACCEPTED_ID.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    # A version-4 UUID from the process's PRNG (reseeded in every forked worker), not
+    # uuid4(): os.urandom releases the GIL, and the event loop then waits for the thread pool
+    # to hand it back (milliseconds under load). A request id needs uniqueness, not secrecy.
+    return uuid.UUID(int=random.getrandbits(128), version=4).hex
 
 
 class RequestIdMiddleware:
@@ -43,8 +61,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or ())
-        raw = headers.get(HEADER.lower().encode("latin-1"))
+        raw = header_value(scope, _HEADER_KEY)
         request_id = incoming_request_id(raw.decode("latin-1") if raw else None)
         scope.setdefault("state", {})["request_id"] = request_id
 
@@ -69,6 +86,7 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._children: dict[tuple[str, str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,9 +106,17 @@ class MetricsMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             template = route_template(scope, before, search=status[0] != 404)
-            metrics.http_request_duration.labels(scope["method"], template, str(status[0])).observe(
-                elapsed
-            )
+            self._child(scope["method"], template, str(status[0])).observe(elapsed)
+
+    def _child(self, method: str, template: str, status: str) -> Any:
+        """The histogram's child for these labels, looked up once (``labels`` takes a lock)."""
+        key = (method, template, status)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= _MAX_CHILDREN:
+                self._children.clear()
+            child = self._children[key] = metrics.http_request_duration.labels(*key)
+        return child
 
 
 def route_template(scope: Scope, before: Scope, *, search: bool = True) -> str:

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import problem
+from api.observability import header_value
 from api.security import RateLimiter
 from api.shared_ratelimit import SharedRateLimiter, make_limiter
 from clearing.errors import ConfigurationError
@@ -74,8 +75,8 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or ())
-        auth = headers.get(b"authorization", b"").decode("latin-1") or None
+        raw = header_value(scope, b"authorization")
+        auth = raw.decode("latin-1") if raw else None
         client = scope.get("client")
         bucket = bucket_name(auth, client[0] if client else None)
         wait = 0.0

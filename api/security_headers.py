@@ -38,9 +38,11 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
     def _add(self, headers: list[tuple[bytes, bytes]], https: bool) -> list[tuple[bytes, bytes]]:
-        present = {name.lower() for name, _ in headers}
         content_type = next((v for n, v in headers if n.lower() == b"content-type"), b"")
         extra = self._html if content_type.startswith(b"text/html") else []
+        if not extra and not https:
+            return headers  # an API answer over plain HTTP: nothing to add
+        present = {name.lower() for name, _ in headers}
         if https:
             extra = [*extra, (b"strict-transport-security", self.hsts.encode())]
         return headers + [(name, value) for name, value in extra if name not in present]

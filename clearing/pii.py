@@ -196,8 +196,12 @@ def mask_name(name: str) -> str:
     return re.sub(r"\S+", lambda m: _mask_word(m.group(0)), text)
 
 
-def _compact_id(s: str) -> str:
+def compact_id_number(s: str) -> str:
+    """An ID number without spaces or hyphens, in upper case (what is hashed and checked)."""
     return "".join(s.split()).replace("-", "").upper()
+
+
+_compact_id = compact_id_number
 
 
 def validate_id_number(s: str, *, field: str = "id_number") -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from clearing.config import Settings
-from clearing.pii import KeyRing, hash_id_number
+from clearing.pii import MIN_PEPPER_BYTES, KeyRing, compact_id_number, hash_id_number
 
 _PEPPER_LABEL = b"feishui/notices/id-number-pepper/v1"
 
@@ -22,7 +23,14 @@ class PayerVault:
     """Encrypts, decrypts and hashes payers' personal data."""
 
     keyring: KeyRing
-    pepper: bytes
+    pepper: bytes = field(repr=False)  # a secret: never in a repr, a log line or a traceback
+    # HMAC keyed with the pepper, built once and copied per hash (keying it costs as much as
+    # the hash); None when the pepper is unusable, so that hashing raises as it always did.
+    _keyed: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pepper, bytes) and len(self.pepper) >= MIN_PEPPER_BYTES:
+            object.__setattr__(self, "_keyed", hmac.new(self.pepper, digestmod=hashlib.sha256))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PayerVault:
@@ -39,8 +47,13 @@ class PayerVault:
         return self.keyring.decrypt(token, aad=_aad(payment_code, column))
 
     def id_number_hash(self, id_number: str) -> str:
-        """HMAC of a normalised ID number, for look-ups without decrypting."""
-        return hash_id_number(id_number, self.pepper)
+        """HMAC of a normalised ID number, for look-ups without decrypting
+        (:func:`clearing.pii.hash_id_number`)."""
+        if self._keyed is None:
+            return hash_id_number(id_number, self.pepper)
+        mac = self._keyed.copy()
+        mac.update(compact_id_number(id_number).encode("utf-8"))
+        return mac.hexdigest()
 
 
 def derive_pepper(secret_key: str) -> bytes:

@@ -5,10 +5,12 @@ import itertools
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from stdnum import damm
 
 from clearing.errors import ValidationError
 from notices.codes import (
     PaymentCodeError,
+    damm_checksum,
     format_code,
     generate_code,
     is_valid_code,
@@ -141,3 +143,15 @@ def test_codes_are_not_sequential():
     randoms = [int(c[8:19]) for c in codes]
     increasing = sum(b > a for a, b in itertools.pairwise(randoms))
     assert 300 < increasing < 700
+
+
+@given(st.text(alphabet="0123456789", max_size=40))
+def test_the_table_driven_damm_agrees_with_stdnum(digits):
+    assert damm_checksum(digits) == damm.checksum(digits)
+    assert str(damm_checksum(digits)) == damm.calc_check_digit(digits)
+
+
+def test_generated_codes_carry_stdnums_check_digit():
+    for code in SAMPLES:
+        assert code[-1] == damm.calc_check_digit(code[:-1])
+        assert damm.is_valid(code)

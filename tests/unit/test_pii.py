@@ -219,3 +219,15 @@ def test_hash_id_number():
         hash_id_number(SAMPLE_ID, b"")
     with pytest.raises(ConfigurationError):
         hash_id_number(SAMPLE_ID, b"short")
+
+
+def test_the_vaults_repr_shows_neither_keys_nor_pepper():
+    import os
+
+    from clearing.pii import KeyRing
+    from notices.privacy import PayerVault
+
+    key, pepper = os.urandom(32), os.urandom(32)
+    text = repr(PayerVault(KeyRing({"k1": key}, "k1"), pepper))
+    assert pepper.hex() not in text and repr(pepper) not in text
+    assert key.hex() not in text and repr(key) not in text
