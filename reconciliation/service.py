@@ -395,36 +395,57 @@ def _bill_postgres(
     rate: Decimal,
 ) -> None:
     """One connection: COPY the lines into a TEMP table (its own transaction: nothing durable),
-    find the lines missing on our side, ask the gateway, then post in one transaction."""
+    find the lines missing on our side, ask the gateway, then post in one transaction.
+
+    The connection is the run's own: its temporary-table buffers are enlarged before its first
+    temporary table (:func:`repo.size_temp_buffers`), and it is closed after the run instead of
+    going back to the pool, so that the server frees that memory."""
     engine: Engine = sessions.kw["bind"]
     with engine.connect() as conn:
-        with _phase(conn) as s:
-            repo.create_stage(s)
-            repo.copy_rows(s, parse_rows(data, format=key.file_format, filename=key.file_name))
-            s.execute(text("ANALYZE recon_stage"))
-            summary = BillSummary(key.source, key.business_date, *repo.staged_totals(s))
-            missing = repo.staged_missing_orders(s, key.source, key.business_date)
-        confirmed = _ask_gateway(ctx, key.source, missing)
-        with _phase(conn) as s:
-            _lock_day(s, key.source, key.business_date)
-            run = _reload(s, run_id)
-            if run.state != "running":
-                return
-            captures = _capture_confirmed(s, ctx, confirmed)
-            if SET_BASED:
-                _match_in_sql(s, run, key, rate, captures, summary)
-            else:
-                outcomes = matching.classify(
-                    repo.staged_lines(s, key.source),
-                    repo.records(s, key.source, key.business_date),
-                    business_date=key.business_date,
-                    fee_rate=rate,
-                    presorted=True,
-                )
-                _write_bill(s, run, outcomes, captures, summary)
-        confirmed.after_commit(sessions, ctx)
-        with _phase(conn) as s:
-            repo.drop_stage(s)
+        try:
+            repo.size_temp_buffers(conn)
+            _stage_and_post(sessions, ctx, conn, run_id, key, data, rate)
+        finally:
+            conn.invalidate()
+
+
+def _stage_and_post(
+    sessions: sessionmaker[Session],
+    ctx: PaymentContext,
+    conn: Connection,
+    run_id: int,
+    key: RunKey,
+    data: bytes,
+    rate: Decimal,
+) -> None:
+    """:func:`_bill_postgres`'s phases on its connection."""
+    with _phase(conn) as s:
+        repo.create_stage(s)
+        repo.copy_rows(s, parse_rows(data, format=key.file_format, filename=key.file_name))
+        s.execute(text("ANALYZE recon_stage"))
+        summary = BillSummary(key.source, key.business_date, *repo.staged_totals(s))
+        missing = repo.staged_missing_orders(s, key.source, key.business_date)
+    confirmed = _ask_gateway(ctx, key.source, missing)
+    with _phase(conn) as s:
+        _lock_day(s, key.source, key.business_date)
+        run = _reload(s, run_id)
+        if run.state != "running":
+            return
+        captures = _capture_confirmed(s, ctx, confirmed)
+        if SET_BASED:
+            _match_in_sql(s, run, key, rate, captures, summary)
+        else:
+            outcomes = matching.classify(
+                repo.staged_lines(s, key.source),
+                repo.records(s, key.source, key.business_date),
+                business_date=key.business_date,
+                fee_rate=rate,
+                presorted=True,
+            )
+            _write_bill(s, run, outcomes, captures, summary)
+    confirmed.after_commit(sessions, ctx)
+    with _phase(conn) as s:
+        repo.drop_stage(s)
 
 
 def _match_in_sql(
