@@ -622,3 +622,21 @@ def test_the_nightly_job_reconciles_bills_then_the_statement(db, ctx, gateways, 
     assert b["fiscal_bank:icbc-510100"] == 2 * (AMOUNT - FEE)
     assert b["gateway_clearing:alipay"] == 0
     ledger_ok(db)
+
+
+def test_temp_buffers_are_sized_on_a_fresh_connection_and_left_alone_after_a_temp_table(pg):
+    from reconciliation.repository import TEMP_BUFFERS, size_temp_buffers
+
+    with pg.engine.connect() as conn:
+        default = conn.execute(text("SHOW temp_buffers")).scalar()
+        conn.rollback()
+        conn.execute(text("CREATE TEMP TABLE t_used (x int)"))
+        conn.execute(text("INSERT INTO t_used VALUES (1)"))  # the session's temp buffers in use
+        conn.commit()
+        size_temp_buffers(conn)  # refused by PostgreSQL: logged, not raised
+        assert conn.execute(text("SHOW temp_buffers")).scalar() == default
+        conn.invalidate()
+    with pg.engine.connect() as conn:
+        size_temp_buffers(conn)
+        assert conn.execute(text("SHOW temp_buffers")).scalar() == TEMP_BUFFERS
+        conn.invalidate()  # as the run does: the server frees the buffers with the session
