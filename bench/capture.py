@@ -217,6 +217,7 @@ def check(url: str, runtime, captured: int) -> tuple[dict[str, int], list[str]]:
 def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> str:
     """Single captures in this process, no HTTP, no concurrency: where one capture's time goes."""
     import clearing.payments.capture as capture_mod
+    import clearing.payments.repository as repo_mod
     import notices.receipts as receipts_mod
     from clearing.payments.capture import apply_result
     from gateways.protocol import RawRequest
@@ -261,11 +262,13 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
     # cost split (wall clock, one at a time)
     patches = [
         (capture_mod, "LedgerService"),
-        (capture_mod, "issue_receipt"),
+        (capture_mod, "insert_receipt"),
         (capture_mod, "record_event"),
         (receipts_mod.ESeal, "sign"),
-        (capture_mod, "_lock_attempt"),
-        (capture_mod, "_lock_notice"),
+        (repo_mod, "lock_attempt"),
+        (repo_mod, "lock_notice"),
+        (repo_mod, "settle"),
+        (repo_mod, "insert_notification"),
     ]
     saved = [(obj, name, getattr(obj, name)) for obj, name in patches]
     orig_post = LedgerService.post
