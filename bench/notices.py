@@ -230,15 +230,15 @@ def main() -> None:
                 )
 
             if not args.no_single:
+                single = {  # kind -> (server, path, headers, table the rows land in)
+                    "feishui": (api, "/v1/notices", auth, "notices"),
+                    "bare": (bare, "/bare", {}, "bare_rows"),
+                }
                 parts = {"feishui": [], "bare": []}
                 for r in range(args.rounds):
                     order = ["feishui", "bare"] if r % 2 == 0 else ["bare", "feishui"]
                     for kind in order:
-                        server, path, extra, table = (
-                            (api, "/v1/notices", auth, "notices")
-                            if kind == "feishui"
-                            else (bare, "/bare", {}, "bare_rows")
-                        )
+                        server, path, extra, table = single[kind]
                         before = count(args.url, table)
                         res = hb.load(
                             {
@@ -271,11 +271,7 @@ def main() -> None:
                     "bare": hb.merge(parts["bare"]),
                 }
                 for kind in ("feishui", "bare"):  # half load: open loop at 50% of the maximum
-                    server, path, extra, table = (
-                        (api, "/v1/notices", auth, "notices")
-                        if kind == "feishui"
-                        else (bare, "/bare", {}, "bare_rows")
-                    )
+                    server, path, extra, table = single[kind]
                     rate = row[kind]["rps"] / 2
                     before = count(args.url, table)
                     res = hb.load(
