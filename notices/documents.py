@@ -214,14 +214,7 @@ class _NoticePDF(FPDF):
         self.set_y(self.t_margin + 9)
 
     def footer(self) -> None:
-        self.set_y(-20)
-        self.set_draw_color(*_RULE)
-        self.line(_MARGIN, self.get_y(), self.w - _MARGIN, self.get_y())
-        self.ln(2)
-        self.set_font(_FONT, size=8.5)
-        self.set_text_color(*_MUTED)
-        self.set_x(_MARGIN)
-        _paragraph(self, self.footer_text, self.w - 2 * _MARGIN, 4.2, align=Align.C)
+        ruled_footer(self, self.footer_text, top=-20, size=8.5, line_height=4.2)
 
 
 def render_notice_pdf(doc: NoticeDocument) -> bytes:
@@ -431,6 +424,19 @@ def particulars_table(
             row.cell("\n".join(_wrap(pdf, str(value), value_width - 2 * pad - 1)))
     pdf.set_fill_color(255)
     pdf.ln(5)
+
+
+def ruled_footer(pdf: FPDF, text: str, *, top: float, size: float, line_height: float) -> None:
+    """A page footer of the official documents: a rule, then ``text`` centred in small muted
+    type, starting ``top`` mm from the page's bottom (negative)."""
+    pdf.set_y(top)
+    pdf.set_draw_color(*_RULE)
+    pdf.line(_MARGIN, pdf.get_y(), pdf.w - _MARGIN, pdf.get_y())
+    pdf.ln(2)
+    pdf.set_font(_FONT, size=size)
+    pdf.set_text_color(*_MUTED)
+    pdf.set_x(_MARGIN)
+    _paragraph(pdf, text, pdf.w - 2 * _MARGIN, line_height, align=Align.C)
 
 
 def section_heading(pdf: FPDF, text: str) -> None:

@@ -67,6 +67,7 @@ from notices.documents import (
     official_header,
     particulars_table,
     qr_png,
+    ruled_footer,
     section_heading,
 )
 from notices.fees import SHANGHAI
@@ -691,14 +692,7 @@ class _ReceiptPDF(FPDF):
     footer_text = ""
 
     def footer(self) -> None:
-        self.set_y(-18)
-        self.set_draw_color(*_RULE)
-        self.line(_MARGIN, self.get_y(), self.w - _MARGIN, self.get_y())
-        self.ln(2)
-        self.set_font(_FONT, size=8)
-        self.set_text_color(*_MUTED)
-        self.set_x(_MARGIN)
-        _paragraph(self, self.footer_text, self.w - 2 * _MARGIN, 4, align=Align.C)
+        ruled_footer(self, self.footer_text, top=-18, size=8, line_height=4)
 
 
 def render_receipt_pdf(receipt: Receipt, verify_url: str) -> bytes:
