@@ -21,6 +21,7 @@ import logging
 import math
 import threading
 import time
+from functools import lru_cache
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -28,6 +29,14 @@ from redis.exceptions import RedisError
 from api.security import RateLimiter
 
 log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=4)
+def limiter_redis(url: str) -> Redis:
+    """One client (one connection pool) per URL for all the limits of a process, with short
+    timeouts: a slow Redis must not hold a request up (the limits fall back instead)."""
+    return Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+
 
 # KEYS[1]: the client's key. ARGV[1]: emission interval (ms, per / rate); ARGV[2]: the burst
 # window (ms, per). Returns 0 when allowed, else the milliseconds to wait, as a string.
@@ -73,7 +82,7 @@ class SharedRateLimiter:
 
     @classmethod
     def from_url(cls, url: str, rate: int, per: float, name: str) -> SharedRateLimiter:
-        redis = Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        redis = limiter_redis(url)
         return cls(rate, per, redis, name)
 
     def hit(self, client: str) -> float:
@@ -143,7 +152,7 @@ class SharedBlocks:
 
 def make_blocks(name: str, redis_url: str | None) -> LocalBlocks | SharedBlocks:
     if redis_url:
-        redis = Redis.from_url(redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        redis = limiter_redis(redis_url)
         return SharedBlocks(redis, name)
     return LocalBlocks()
 
