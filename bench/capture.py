@@ -375,7 +375,7 @@ def main() -> None:
     ap.add_argument(
         "--notices",
         type=int,
-        default=5000,
+        default=15000,
         help="notices / attempts / notifies prepared (enough for every phase)",
     )
     ap.add_argument("--workers", type=int, default=2)

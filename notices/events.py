@@ -106,14 +106,30 @@ def record_event(
     ``subscribed`` is whether the department has an enabled webhook, when the caller has read
     it in this transaction already (the capture reads it with the notice); else it is looked up.
     """
-    if type not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {type!r}; expected one of {EVENT_TYPES}")
-    at = _utc(now)
     if notice.id is None:
         session.flush()
     if subscribed is None:
         subscribed = has_webhook(session, notice.department_id)
-    values = {
+    values = event_row(notice, type, payload_extra, now=now, subscribed=subscribed)
+    dialect = session.get_bind().dialect.name
+    return session.execute(_statements(dialect)["insert_event"], values).scalar_one_or_none()  # type: ignore[no-any-return]
+
+
+def event_row(
+    notice: EventNotice,
+    type: str,
+    payload_extra: dict[str, Any] | None = None,
+    *,
+    now: datetime | None = None,
+    subscribed: bool,
+) -> dict[str, Any]:
+    """The ``department_events`` row :func:`record_event` inserts (for a caller that inserts it
+    with other writes in one statement; the row is then skipped ``ON CONFLICT (notice_id,
+    type)``, as :func:`record_event` does)."""
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type!r}; expected one of {EVENT_TYPES}")
+    at = _utc(now)
+    return {
         "department_id": notice.department_id,
         "notice_id": notice.id,
         "type": type,
@@ -123,8 +139,6 @@ def record_event(
         "attempts": 0,
         "next_attempt_at": at if subscribed else None,
     }
-    dialect = session.get_bind().dialect.name
-    return session.execute(_statements(dialect)["insert_event"], values).scalar_one_or_none()  # type: ignore[no-any-return]
 
 
 def has_webhook(session: Session, department_id: int) -> bool:

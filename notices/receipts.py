@@ -467,12 +467,11 @@ def insert_receipt(
     The number is random; instead of checking it first, the INSERT skips a number already in use
     (``ON CONFLICT (number) DO NOTHING``) and another one is drawn, signed and inserted.
     """
-    _check_settling(notice, attempt)
     eseal = eseal or default_eseal()
     now = _aware(now or datetime.now(UTC))
     stmt = _insert_statement(session.get_bind().dialect.name)
     for _ in range(NUMBER_DRAWS):
-        values = _signed_row(notice, attempt, eseal, new_number(now), now)
+        values = signed_receipt_row(notice, attempt, eseal, now)
         receipt_id = session.execute(stmt, values).scalar()
         if receipt_id is not None:
             return IssuedReceipt(receipt_id, values["number"], values["check_code"])
@@ -492,21 +491,25 @@ def _check_settling(notice: ReceiptNotice, attempt: ReceiptAttempt) -> None:
         )
 
 
-def _signed_row(
-    notice: ReceiptNotice, attempt: ReceiptAttempt, eseal: ESeal, number: str, now: datetime
+def signed_receipt_row(
+    notice: ReceiptNotice, attempt: ReceiptAttempt, eseal: ESeal, now: datetime
 ) -> dict[str, Any]:
-    """The ``receipts`` row of the document numbered ``number``, signed with ``eseal``."""
+    """The ``receipts`` row of ``attempt`` settling ``notice``: a newly drawn number, signed with
+    ``eseal``. Whoever inserts it must skip a number already in use and draw again
+    (:func:`insert_receipt` does)."""
+    _check_settling(notice, attempt)
+    now = _aware(now)
     doc = build_document(
         notice,
         attempt,
-        number=number,
+        number=new_number(now),
         check_code=new_check_code(),
         key_id=eseal.key_id,
         issued_at=now,
     )
     data = canonical_bytes(doc)
     return {
-        "number": number,
+        "number": doc["number"],
         "check_code": doc["check_code"],
         "notice_id": notice.id,
         "attempt_id": attempt.id,

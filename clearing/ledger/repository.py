@@ -10,20 +10,17 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Engine,
-    String,
     and_,
-    bindparam,
     case,
     func,
     insert,
     select,
-    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from clearing.db import pg_execute
 from clearing.errors import ValidationError
 from clearing.ledger import chart
 from clearing.ledger.core import AccountType, Entry, Posting
@@ -70,43 +67,67 @@ _POSTING_COLUMNS = ("account_id", "direction", "amount", "currency")
 
 @lru_cache(maxsize=4)
 def _statements(dialect: str) -> tuple[Any, Any]:
-    """(entry INSERT, postings INSERT) for SQLite; (one INSERT of both, None) for PostgreSQL."""
+    """(entry INSERT, postings INSERT) for SQLite; PostgreSQL runs :data:`PG_ENTRY_CTES`."""
     entries, postings = JournalEntry.__table__, PostingRow.__table__
-    module = postgresql if dialect == "postgresql" else sqlite
     entry_stmt = (
-        module.insert(entries)
+        sqlite.insert(entries)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(entries.c.id)
     )
-    if dialect != "postgresql":
-        return entry_stmt, insert(postings)
-    # Nested in a CTE, the INSERT names its columns (they are not taken from the parameters).
-    explicit = entry_stmt.values({c: bindparam(c) for c in _ENTRY_COLUMNS})
-    return _entry_with_postings(explicit.cte("new_entry"), postings), None
+    return entry_stmt, insert(postings)
 
 
-def _entry_with_postings(new_entry: Any, postings: Any) -> Any:
-    """One round trip on PostgreSQL: ``WITH new_entry AS (INSERT ... ON CONFLICT DO NOTHING
-    RETURNING id) INSERT INTO postings SELECT new_entry.id, legs.* FROM new_entry,
-    unnest(<arrays>) RETURNING entry_id``. A replayed key inserts no entry, so no postings and no
-    row: the caller sees ``None`` as with two statements. The balance trigger is deferred to
-    the commit, and the foreign key is checked at the end of the statement, after the entry."""
-    types = {"account_id": BigInteger, "direction": String, "amount": BigInteger}
-    arrays = [
-        bindparam(f"leg_{c}", type_=postgresql.ARRAY(types.get(c, String)))
-        for c in _POSTING_COLUMNS
-    ]
-    legs = func.unnest(*arrays).table_valued(*_POSTING_COLUMNS).render_derived(name="legs")
-    # One entry row times its legs: JOIN ... ON true, which SQLAlchemy does not warn about as an
-    # accidental cartesian product (FROM a, b would).
-    legs_of_entry = new_entry.join(legs, true())
-    rows = select(new_entry.c.id, *(legs.c[c] for c in _POSTING_COLUMNS)).select_from(legs_of_entry)
-    return (
-        insert(postings)
-        .from_select(["entry_id", *_POSTING_COLUMNS], rows)
-        .add_cte(new_entry)
-        .returning(postings.c.entry_id)
-    )
+PG_ENTRY_CTES = """new_entry AS (
+    INSERT INTO journal_entries (idempotency_key, business_date, created_at, description,
+        metadata, ref_type, ref_id, reverses_id, content_hash)
+    VALUES (%(idempotency_key)s, %(business_date)s, %(created_at)s, %(description)s,
+        %(metadata)s, %(ref_type)s, %(ref_id)s, %(reverses_id)s, %(content_hash)s)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
+), new_postings AS (
+    INSERT INTO postings (entry_id, account_id, direction, amount, currency)
+    SELECT new_entry.id, legs.account_id, legs.direction, legs.amount, legs.currency
+    FROM new_entry CROSS JOIN unnest(%(leg_account_id)s::bigint[], %(leg_direction)s::text[],
+        %(leg_amount)s::bigint[], %(leg_currency)s::text[])
+        AS legs (account_id, direction, amount, currency)
+    RETURNING entry_id
+)"""
+"""PostgreSQL: an entry and its postings in one round trip, as two data-modifying CTEs for a
+``WITH`` (parameters: :func:`pg_entry_params`). A replayed key inserts no entry, so no postings:
+``new_entry`` is then empty. Other statements may add CTEs that use ``new_entry.id`` (the
+settling capture does: :mod:`clearing.payments.settle_pg`). The balance trigger is deferred to the
+commit, and the postings' foreign key is checked at the end of the statement, after the entry."""
+
+_PG_INSERT_ENTRY = f"WITH {PG_ENTRY_CTES} SELECT id FROM new_entry"
+
+
+def pg_entry_params(
+    entry: Entry, created_at: datetime, content_hash: str, accounts: Mapping[str, AccountRef]
+) -> dict[str, Any]:
+    """The parameters of :data:`PG_ENTRY_CTES` for ``entry``."""
+    from psycopg.types.json import Json  # the column is json; psycopg sends dicts as Json
+
+    values = _entry_values(entry, created_at, content_hash)
+    values["metadata"] = Json(values["metadata"])
+    values["leg_account_id"] = [accounts[p.account].id for p in entry.postings]
+    values["leg_direction"] = [p.direction.value for p in entry.postings]
+    values["leg_amount"] = [p.amount for p in entry.postings]
+    values["leg_currency"] = [p.currency for p in entry.postings]
+    return values
+
+
+def _entry_values(entry: Entry, created_at: datetime, content_hash: str) -> dict[str, Any]:
+    return {
+        "idempotency_key": entry.idempotency_key,
+        "business_date": entry.business_date,
+        "created_at": created_at,
+        "description": entry.description,
+        "metadata": dict(entry.metadata),
+        "ref_type": entry.ref_type,
+        "ref_id": entry.ref_id,
+        "reverses_id": entry.reverses_id,
+        "content_hash": content_hash,
+    }
 
 
 def utcnow() -> datetime:
@@ -183,28 +204,16 @@ class LedgerRepository:
     ) -> int | None:
         """Insert the entry and its postings; ``None`` when the idempotency key already exists.
 
-        The statements are built once per dialect on the tables (Core, not the ORM's bulk path)
-        and take bound parameters, so SQLAlchemy compiles and caches them once. PostgreSQL
-        inserts the entry and its postings in one statement (one round trip), SQLite in two."""
-        entry_stmt, postings_stmt = _statements(self.session.get_bind().dialect.name)
-        values = {
-            "idempotency_key": entry.idempotency_key,
-            "business_date": entry.business_date,
-            "created_at": created_at,
-            "description": entry.description,
-            "metadata": dict(entry.metadata),
-            "ref_type": entry.ref_type,
-            "ref_id": entry.ref_id,
-            "reverses_id": entry.reverses_id,
-            "content_hash": content_hash,
-        }
-        if postings_stmt is None:  # PostgreSQL: the entry and its postings in one statement
-            values["leg_account_id"] = [accounts[p.account].id for p in entry.postings]
-            values["leg_direction"] = [p.direction.value for p in entry.postings]
-            values["leg_amount"] = [p.amount for p in entry.postings]
-            values["leg_currency"] = [p.currency for p in entry.postings]
-            return self.session.execute(entry_stmt, values).scalars().first()  # type: ignore[no-any-return]
-        entry_id = self.session.execute(entry_stmt, values).scalar()
+        PostgreSQL inserts both in one statement (:data:`PG_ENTRY_CTES`) on the driver;
+        SQLite runs two prebuilt Core statements (compiled once and cached)."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            params = pg_entry_params(entry, created_at, content_hash, accounts)
+            rows = pg_execute(self.session, _PG_INSERT_ENTRY, params)
+            return rows[0][0] if rows else None
+        entry_stmt, postings_stmt = _statements("sqlite")
+        entry_id = self.session.execute(
+            entry_stmt, _entry_values(entry, created_at, content_hash)
+        ).scalar()
         if entry_id is None:
             return None
         self.session.execute(

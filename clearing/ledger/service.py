@@ -12,13 +12,20 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from clearing.errors import Conflict, FeishuiError, NotFound
 from clearing.ledger import core
 from clearing.ledger.core import AccountType, Entry, IdempotencyConflict
-from clearing.ledger.repository import LedgerRepository, to_core, utcnow
+from clearing.ledger.repository import (
+    AccountRef,
+    LedgerRepository,
+    pg_entry_params,
+    to_core,
+    utcnow,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +35,20 @@ class PostedEntry:
     entry: Entry
     replayed: bool = False
     """True when the idempotency key existed and the stored entry was returned."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEntry:
+    """An entry ready to insert (:meth:`LedgerService.prepare`)."""
+
+    entry: Entry
+    created_at: datetime
+    content_hash: str
+    accounts: dict[str, AccountRef]
+
+    def pg_params(self) -> dict[str, Any]:
+        """The parameters of :data:`~clearing.ledger.repository.PG_ENTRY_CTES`."""
+        return pg_entry_params(self.entry, self.created_at, self.content_hash, self.accounts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +87,38 @@ class LedgerService:
     def post(self, entry: Entry) -> PostedEntry:
         """Post ``entry`` once. The same key and content returns the original; other content
         under the same key raises :class:`IdempotencyConflict` naming the difference."""
-        accounts = self.repo.accounts({p.account: p.currency for p in entry.postings})
-        self._check_currencies(entry, accounts)
+        accounts = self._accounts(entry)
         if entry.reverses_id is not None:
             if self.repo.entry_by_key(entry.idempotency_key) is not None:
                 return self._replay(entry)  # a retried reversal
             self._check_reversible(entry.reverses_id)
-        created_at = utcnow()
+        prepared = self._prepared(entry, accounts)
         entry_id = self.repo.insert_entry(
-            entry, created_at, core.content_hash(entry, created_at), accounts
+            entry, prepared.created_at, prepared.content_hash, prepared.accounts
         )
         if entry_id is not None:
-            return PostedEntry(entry_id, created_at, entry)
+            return PostedEntry(entry_id, prepared.created_at, entry)
         return self._replay(entry)
+
+    def prepare(self, entry: Entry) -> PreparedEntry:
+        """What :meth:`post` does before its INSERT: the accounts resolved (opened on first use),
+        their currencies checked, the creation time and content hash fixed. For a caller that
+        inserts the entry together with its own writes in one statement (PostgreSQL:
+        :meth:`PreparedEntry.pg_params` with :data:`~clearing.ledger.repository.PG_ENTRY_CTES`);
+        a replayed key must then go through :meth:`post`. Not for reversals."""
+        if entry.reverses_id is not None:
+            raise ValueError("a reversal is posted with post() or reverse(), never prepared")
+        return self._prepared(entry, self._accounts(entry))
+
+    @staticmethod
+    def _prepared(entry: Entry, accounts: dict[str, AccountRef]) -> PreparedEntry:
+        created_at = utcnow()
+        return PreparedEntry(entry, created_at, core.content_hash(entry, created_at), accounts)
+
+    def _accounts(self, entry: Entry) -> dict[str, AccountRef]:
+        accounts = self.repo.accounts({p.account: p.currency for p in entry.postings})
+        self._check_currencies(entry, accounts)
+        return accounts
 
     def reverse(
         self,

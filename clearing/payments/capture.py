@@ -24,14 +24,15 @@ from clearing.ledger.core import Entry, Posting
 from clearing.ledger.service import LedgerService
 from clearing.money import format_fen
 from clearing.payments import repository as repo
+from clearing.payments import settle_pg
 from clearing.payments.ids import new_refund_id
 from clearing.payments.repository import AttemptView, NoticeView
 from clearing.payments.states import MONEY, OPEN, AttemptState, ensure_transition
 from clearing.split import allocate, split_amount
 from gateways.protocol import GatewayStatus, PaymentResult
-from notices.events import record_event
+from notices.events import event_row, record_event
 from notices.fees import business_date
-from notices.receipts import ESeal, insert_receipt
+from notices.receipts import ESeal, default_eseal, insert_receipt, signed_receipt_row
 
 SETTLEABLE = ("unpaid", "expired")
 NON_MONEY = {
@@ -86,11 +87,13 @@ def apply_result(
             f"gateway says {result.amount_fen} fen, attempt is {attempt.amount} fen",
         )
     notice = repo.lock_notice(session, attempt.notice_id)
-    if notice.status in SETTLEABLE:
-        outcome = _settle(session, attempt, notice, result, now, eseal)
-    else:
-        outcome = _duplicate(session, attempt, notice, result, now)
-    return _log(session, result, source, outcome)
+    if notice.status not in SETTLEABLE:
+        return _log(session, result, source, _duplicate(session, attempt, notice, result, now))
+    if session.get_bind().dialect.name == "postgresql":
+        settled = _settle_in_one_statement(session, attempt, notice, result, source, now, eseal)
+        if settled is not None:
+            return settled
+    return _log(session, result, source, _settle(session, attempt, notice, result, now, eseal))
 
 
 def _non_money(
@@ -131,6 +134,48 @@ def _settle(
         subscribed=notice.subscribed,
     )
     return _outcome("captured", paid, posted.id)
+
+
+def _settle_in_one_statement(
+    session: Session,
+    attempt: AttemptView,
+    notice: NoticeView,
+    result: PaymentResult,
+    source: str,
+    now: datetime,
+    eseal: ESeal | None,
+) -> CaptureOutcome | None:
+    """PostgreSQL: what :func:`_settle` and :func:`_log` write, in one statement
+    (:mod:`clearing.payments.settle_pg`). None when the entry's key exists: nothing was written
+    and :func:`_settle` runs (it replays or refuses the key)."""
+    ensure_transition(attempt.state, AttemptState.SUCCEEDED)
+    prepared = LedgerService(session).prepare(_capture_entry(attempt, notice, result, now))
+    paid = _paid(attempt, result, now, AttemptState.SUCCEEDED)
+    receipt = signed_receipt_row(notice, paid, eseal or default_eseal(), now)
+    paid_data = _paid_event_data(paid, receipt["number"])
+    outcome = _outcome("captured", paid)
+    settled = settle_pg.settle(
+        session,
+        prepared,
+        attempt_id=attempt.id,
+        notice_id=notice.id,
+        attempt_values={
+            "state": paid.state,
+            "paid_at": paid.paid_at,
+            "gateway_txn_id": paid.gateway_txn_id,
+        },
+        receipt=receipt,
+        event=event_row(notice, "notice.paid", paid_data, now=now, subscribed=notice.subscribed),
+        notification=_notification(result, source, outcome),
+        now=now,
+    )
+    if settled is None:
+        return None
+    if settled.receipt_id is None:  # the number was in use: the receipt and event the usual way
+        issued = insert_receipt(session, notice, paid, eseal, now)
+        data = _paid_event_data(paid, issued.number)
+        record_event(session, notice, "notice.paid", data, now=now, subscribed=notice.subscribed)
+    return replace(outcome, journal_entry_id=settled.entry_id)
 
 
 def _paid_event_data(attempt: AttemptView, receipt_number: str) -> dict[str, str]:
@@ -292,13 +337,19 @@ def _outcome(
 def _log(
     session: Session, result: PaymentResult, source: str, outcome: CaptureOutcome, detail: str = ""
 ) -> CaptureOutcome:
-    repo.insert_notification(
-        session,
-        gateway=result.gateway,
-        event_id=result.event_id,
-        order_id=result.order_id,
-        outcome=outcome.outcome,
-        detail=f"{source}: {result.status.value} {detail}".strip(),
-        received_at=datetime.now(UTC),
-    )
+    repo.insert_notification(session, **_notification(result, source, outcome, detail))
     return outcome
+
+
+def _notification(
+    result: PaymentResult, source: str, outcome: CaptureOutcome, detail: str = ""
+) -> dict[str, Any]:
+    """The ``gateway_notifications`` row logging what a gateway told us and what came of it."""
+    return {
+        "gateway": result.gateway,
+        "event_id": result.event_id,
+        "order_id": result.order_id,
+        "outcome": outcome.outcome,
+        "detail": f"{source}: {result.status.value} {detail}".strip(),
+        "received_at": datetime.now(UTC),
+    }

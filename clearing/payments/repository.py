@@ -9,6 +9,7 @@ it needs and writes with explicit UPDATEs and INSERTs (the pattern of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import Select, Update, bindparam, exists, insert, select, true, 
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from clearing.db import pg_execute, pg_sql
 from clearing.payments.models import GatewayNotification, PaymentAttempt, Refund
 from notices.event_models import DepartmentWebhook
 from notices.models import Department, Notice, NoticeItem
@@ -191,25 +193,36 @@ def _conn(session: Session) -> Connection:
     return session.connection()
 
 
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _rows(session: Session, statement: Any, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+    """Run a prebuilt SELECT: on PostgreSQL on the driver (:func:`clearing.db.pg_execute`, the
+    same SQL at a quarter of the client CPU), else through SQLAlchemy."""
+    if _postgres(session):
+        return pg_execute(session, pg_sql(statement), params)
+    return _conn(session).execute(statement, params).all()
+
+
 def lock_attempt(session: Session, order_id: str) -> AttemptView | None:
     """``SELECT ... FOR UPDATE`` of the attempt with ``order_id`` (None if there is none)."""
-    row = _conn(session).execute(_LOCK_ATTEMPT, {"order_id": order_id}).first()
-    return None if row is None else AttemptView(*row)
+    rows = _rows(session, _LOCK_ATTEMPT, {"order_id": order_id})
+    return AttemptView(*rows[0]) if rows else None
 
 
 def lock_notice(session: Session, notice_id: int) -> NoticeView:
     """``SELECT ... FOR UPDATE OF notices`` of the notice, joined with its department and its
     items (one row per item) and the webhook check: one round trip."""
-    rows = _conn(session).execute(_LOCK_NOTICE, {"notice_id": notice_id}).all()
+    rows = _rows(session, _LOCK_NOTICE, {"notice_id": notice_id})
     if not rows:  # a notice always has items (its principal is their sum)
         raise LookupError(f"notice {notice_id} does not exist or has no items")
-    first = rows[0]._mapping
-    width = len(_ITEM_COLUMNS)
+    first, width = rows[0], len(_NOTICE_COLUMNS)  # notice, department (2), subscribed, item
     return NoticeView(
-        *(first[c] for c in _NOTICE_COLUMNS),
-        department=DepartmentView(first["department_name"], first["region_code"]),
-        items=tuple(ItemView(*row[-width:]) for row in rows),
-        subscribed=bool(first["subscribed"]),
+        *first[:width],
+        department=DepartmentView(first[width], first[width + 1]),
+        items=tuple(ItemView(*row[width + 3 :]) for row in rows),
+        subscribed=bool(first[width + 2]),
     )
 
 

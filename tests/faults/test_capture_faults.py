@@ -45,9 +45,10 @@ def test_connection_dropped_at_the_capture_commit_then_the_retry_captures_once(d
     dropped, capturing = [], set()
 
     def note_capture(conn, _cursor, statement, params, _context, _many) -> None:  # type: ignore[no-untyped-def]
-        # The capture writes its gateway notification with a Core INSERT, in its transaction.
-        if statement.startswith("INSERT INTO gateway_notifications") and (
-            isinstance(params, dict) and params.get("outcome") == "captured"
+        # The settling capture writes its gateway notification in its one write statement
+        # (clearing.payments.settle_pg), in its transaction.
+        if "INSERT INTO gateway_notifications" in statement and (
+            isinstance(params, dict) and params.get("g_outcome") == "captured"
         ):
             capturing.add(id(conn.connection.dbapi_connection))
 

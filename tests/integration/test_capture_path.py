@@ -15,9 +15,11 @@ from sqlalchemy.orm import Session
 
 from clearing.config import Settings
 from clearing.db import run_in_transaction, transaction
-from clearing.ledger.models import Account
+from clearing.ledger.models import Account, JournalEntry
 from clearing.ledger.repository import LedgerRepository
-from clearing.payments.capture import apply_result
+from clearing.ledger.service import LedgerService
+from clearing.payments import repository
+from clearing.payments.capture import _capture_entry, apply_result
 from clearing.payments.models import GatewayNotification, PaymentAttempt, Refund
 from clearing.payments.service import PaymentContext, start_attempt
 from clearing.routing import DEFAULT_RULES, Router
@@ -72,7 +74,7 @@ def _count(db, model) -> int:
         return s.scalar(select(func.count()).select_from(model))
 
 
-def test_a_capture_is_seven_statements_on_postgresql_and_no_flush(
+def test_a_capture_is_three_statements_on_postgresql_and_no_flush(
     db, ctx, gateways, tmp_path
 ) -> None:
     _, warm_up = _notice(db, tmp_path, "成都市公安局交通管理局 一")  # opens the ledger accounts
@@ -99,9 +101,9 @@ def test_a_capture_is_seven_statements_on_postgresql_and_no_flush(
         event.remove(db.engine, "before_cursor_execute", on_statement)
         event.remove(Session, "before_flush", on_flush)
     if db.engine.dialect.name == "postgresql":
-        # lock attempt, lock notice, entry + postings (one CTE), attempt + notice UPDATEs (one
-        # CTE), receipt, event, notification
-        assert statements == ["SELECT", "SELECT", "WITH", "WITH"] + ["INSERT"] * 3
+        # lock attempt, lock notice, then every write in one statement (clearing.payments.
+        # settle_pg): entry, postings, attempt, notice, receipt, event, notification
+        assert statements == ["SELECT", "SELECT", "WITH"]
     else:  # SQLite has no data-modifying CTE: the same writes, one statement each
         assert statements == ["SELECT", "SELECT"] + ["INSERT"] * 2 + ["UPDATE"] * 2 + ["INSERT"] * 3
     assert flushes == []
@@ -180,6 +182,63 @@ def test_a_receipt_number_that_is_always_in_use_gives_up(db, monkeypatch) -> Non
         notice, attempt = paid_notice(session, suffix="2")
         issue_receipt(session, notice, attempt, ESEAL, NOW)
     assert _count(db, Receipt) == 1
+
+
+def test_a_capture_whose_receipt_number_is_in_use_draws_another(
+    db, ctx, gateways, tmp_path, monkeypatch
+) -> None:
+    """On PostgreSQL the one write statement then leaves out the receipt and the event, and they
+    are inserted the usual way: nothing is lost, nothing is doubled."""
+    _, code = _notice(db, tmp_path, "成都市公安局交通管理局 一")
+    _apply(db, gateways["alipay"].pay(_start(db, ctx, code), PAID_AT))
+    with transaction(db.sessions) as s:
+        taken = s.scalars(select(Receipt.number)).one()
+    notice_id, code = _notice(db, tmp_path)
+    order_id = _start(db, ctx, code)
+    fresh = "FS202611270000000042"
+    draws = iter([taken, fresh])
+    monkeypatch.setattr(receipts, "new_number", lambda _now: next(draws))
+    outcome = _apply(db, gateways["alipay"].pay(order_id, PAID_AT))
+    assert outcome.outcome == "captured"
+    with transaction(db.sessions) as s:
+        receipt = s.scalars(select(Receipt).where(Receipt.notice_id == notice_id)).one()
+        paid_event = s.scalars(
+            select(DepartmentEvent).where(DepartmentEvent.notice_id == notice_id)
+        ).one()
+        logged = s.scalars(
+            select(GatewayNotification.outcome).where(GatewayNotification.order_id == order_id)
+        ).all()
+        attempt = s.scalars(select(PaymentAttempt).where(PaymentAttempt.order_id == order_id)).one()
+    assert receipt.number == fresh and verify_receipt(receipt, KEYS).ok
+    assert paid_event.payload["receipt_number"] == fresh
+    assert logged == ["captured"]
+    assert attempt.journal_entry_id == outcome.journal_entry_id is not None
+    assert _count(db, Receipt) == 2 and _count(db, DepartmentEvent) == 2
+
+
+def test_a_capture_whose_entry_is_already_posted_settles_on_the_posted_entry(
+    db, ctx, gateways, tmp_path
+) -> None:
+    """The entry's key is the guarantee of exactly once. Should the entry exist with the
+    attempt still open, the capture writes no second entry: on PostgreSQL the one write
+    statement writes nothing at all, and the ordinary path replays the entry and settles."""
+    notice_id, code = _notice(db, tmp_path)
+    order_id = _start(db, ctx, code)
+    result = gateways["alipay"].pay(order_id, PAID_AT)
+    with transaction(db.sessions) as s:
+        attempt = repository.lock_attempt(s, order_id)
+        notice = repository.lock_notice(s, notice_id)
+        posted = LedgerService(s).post(_capture_entry(attempt, notice, result, PAID_AT))
+    outcome = _apply(db, result)
+    assert (outcome.outcome, outcome.journal_entry_id) == ("captured", posted.id)
+    with transaction(db.sessions) as s:
+        assert s.scalar(select(func.count()).select_from(JournalEntry)) == 1
+        assert s.get(Notice, notice_id).status == "paid"
+        attempt_row = s.scalars(select(PaymentAttempt)).one()
+        logged = s.scalars(select(GatewayNotification.outcome)).all()
+    assert (attempt_row.state, attempt_row.journal_entry_id) == ("succeeded", posted.id)
+    assert logged == ["captured"]
+    assert _count(db, Receipt) == 1 and _count(db, DepartmentEvent) == 1
 
 
 def test_the_duplicate_capture_opens_its_refund(db, ctx, gateways, tmp_path) -> None:
