@@ -205,7 +205,7 @@ def prepare(
     principal = sum(line["amount"] for line in lines)
     if principal > MAX_PRINCIPAL_FEN:
         raise ValidationError("the notice total exceeds 1000000.00", field="items")
-    rule = _late_fee_rule(request.kind, [catalogue[line["item_code"]] for line in lines])
+    rule = _late_fee_rule(request.kind, lines, catalogue)
     due = _due_date(request, today)
     expires_on = _expires_on(request, due)
     return Prepared(request, principal, rule, due, expires_on, lines)
@@ -214,18 +214,17 @@ def prepare(
 def _line(
     n: int, wanted: ItemIn, kind: str, who: Principal, catalogue: dict[str, Item]
 ) -> dict[str, Any]:
-    where = f"items[{n}]"
     item = catalogue.get(wanted.item_code)
     if item is None or not may_use(item, who.department_kind, who.department_name):
         raise ValidationError(
             f"unknown item code {wanted.item_code!r} (see GET /v1/catalogue)",
-            field=f"{where}.item_code",
+            field=f"items[{n}].item_code",
         )
     if item.kind != kind:
         raise ValidationError(
-            f"item {item.code} is a {item.kind} item, not {kind}", field=f"{where}.item_code"
+            f"item {item.code} is a {item.kind} item, not {kind}", field=f"items[{n}].item_code"
         )
-    unit = _unit_amount(item, wanted.amount_fen, f"{where}.amount")
+    unit = _unit_amount(item, wanted.amount_fen, n)
     return {
         "line_no": n + 1,
         "catalogue_item_id": item.id,
@@ -241,31 +240,35 @@ def _line(
     }
 
 
-def _unit_amount(item: Item, given: int | None, where: str) -> int:
+def _unit_amount(item: Item, given: int | None, n: int) -> int:
+    """The unit price of line ``n`` (field names are only formatted for an error)."""
     if item.amount is not None:
         if given is not None and given != item.amount:
             raise ValidationError(
                 f"item {item.code} has a fixed amount of {format_fen(item.amount)}; "
                 "omit amount or send exactly that",
-                field=where,
+                field=f"items[{n}].amount",
             )
         return item.amount
     if given is None:
         raise ValidationError(
-            f"item {item.code} has a variable amount: amount is required", field=where
+            f"item {item.code} has a variable amount: amount is required",
+            field=f"items[{n}].amount",
         )
     if given > item.max_amount:
         raise ValidationError(
             f"amount exceeds the maximum of {format_fen(item.max_amount)} for item {item.code}",
-            field=where,
+            field=f"items[{n}].amount",
         )
     return given
 
 
-def _late_fee_rule(kind: str, items: list[Item]) -> LateFeeRule:
+def _late_fee_rule(
+    kind: str, lines: list[dict[str, Any]], catalogue: dict[str, Item]
+) -> LateFeeRule:
     if kind == "traffic_fine":
         return TRAFFIC_FINE_RULE  # statutory (Administrative Penalty Law art. 72)
-    rules = {item.rule for item in items}
+    rules = {catalogue[line["item_code"]].rule for line in lines}
     if len(rules) > 1:
         raise ValidationError(
             "items with different late-fee rules cannot share a notice", field="items"
@@ -354,7 +357,7 @@ def _insert_notices(
 ) -> list[int]:
     ids = bulk.allocate_ids(session, Notice.__table__, len(ready))
     rows = [
-        {"id": id_, **_notice_row(who, p, code, vault, now)}
+        _notice_row(who, p, code, vault, now, id_=id_)
         for id_, (_, p), code in zip(ids, ready, codes, strict=True)
     ]
     bulk.insert_rows(session, Notice.__table__, rows)
@@ -377,34 +380,43 @@ def _taken(session: Session, codes: list[str]) -> set[str]:
 
 
 def _notice_row(
-    who: Principal, p: Prepared, code: str, vault: PayerVault, now: datetime
+    who: Principal,
+    p: Prepared,
+    code: str,
+    vault: PayerVault,
+    now: datetime,
+    *,
+    id_: int | None = None,
 ) -> dict[str, Any]:
-    """The columns of a new notice, but its id; payer data sealed under ``code``."""
-    payer = p.request.payer
-    id_number = payer.id_number
-    return {
+    """The columns of a new notice (with its id when given); payer data sealed under ``code``."""
+    request, payer = p.request, p.request.payer
+    id_number, phone = payer.id_number, payer.phone
+    row = {
         "department_id": who.department_id,
         "payment_code": code,
-        "kind": p.request.kind,
+        "kind": request.kind,
         "status": "unpaid",
         "principal": p.principal,
         "late_fee_rule": _rule_dict(p.rule),
-        "decision_date": p.request.decision_date,
+        "decision_date": request.decision_date,
         "due_date": p.due_date,
         "expires_on": p.expires_on,
-        "reference": p.request.reference,
-        "description": p.request.description,
+        "reference": request.reference,
+        "description": request.description,
         "payer_name_enc": vault.seal(code, "payer_name", payer.name),
         "payer_name_masked": mask_name(payer.name),
         "payer_id_number_enc": id_number and vault.seal(code, "payer_id_number", id_number),
         "payer_id_number_masked": id_number and mask_id_number(id_number),
         "payer_id_number_hash": id_number and vault.id_number_hash(id_number),
-        "payer_phone_enc": payer.phone and vault.seal(code, "payer_phone", payer.phone),
-        "return_url": p.request.return_url,
-        "metadata": p.request.metadata,
+        "payer_phone_enc": phone and vault.seal(code, "payer_phone", phone),
+        "return_url": request.return_url,
+        "metadata": request.metadata,
         "created_at": now,
         "updated_at": now,
     }
+    if id_ is not None:
+        row["id"] = id_  # set here rather than copying the row into a new dict in a batch
+    return row
 
 
 @lru_cache(maxsize=64)
