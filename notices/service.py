@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from clearing.errors import Conflict, NotFound, ValidationError
 from clearing.money import format_fen
 from clearing.pii import mask_id_number, mask_name
-from notices import bulk
+from notices import bulk, insert_pg
 from notices.catalogue import Item, cached_items, may_use
 from notices.codes import generate_code
 from notices.departments import Principal
@@ -123,8 +123,9 @@ def issue_notice(
 ) -> Issued:
     """Issue one notice; raise :class:`ValidationError` naming the offending field.
 
-    Two statements: the notice (a taken payment code inserts nothing, and a fresh code is
-    drawn) and its lines. Nothing is read back: :class:`Issued` holds what was inserted.
+    The notice (a taken payment code inserts nothing, and a fresh code is drawn) and its
+    lines: one statement on PostgreSQL (:mod:`notices.insert_pg`), two on SQLite. Nothing is
+    read back: :class:`Issued` holds what was inserted.
     """
     today = today or today_in_shanghai()
     catalogue = cached_items(session, (item.item_code for item in request.items))
@@ -133,29 +134,31 @@ def issue_notice(
     for _attempt in range(CODE_ATTEMPTS):
         code = generate_code(who.region_code, today.year)
         row = _notice_row(who, prepared, code, vault, now)
-        notice_id = _insert_one(session, row)
+        notice_id = _insert_one(session, row, prepared)
         if notice_id is not None:
-            _insert_one_notice_lines(session, notice_id, prepared)
             return Issued(notice_id, code, prepared, row["payer_id_number_masked"], now)
     raise Conflict("could not allocate a unique payment code; retry the request")
 
 
-def _insert_one(session: Session, row: dict[str, Any]) -> int | None:
-    """Insert one notice row; its id, or None when its payment code is already taken."""
-    notice_stmt, _ = _single_statements(session.get_bind().dialect.name)
+def _insert_one(session: Session, row: dict[str, Any], p: Prepared) -> int | None:
+    """Insert one notice row and its lines; its id, or None when its payment code is already
+    taken (nothing is inserted then)."""
     session.flush()  # Core statements skip autoflush; the row may refer to pending rows
-    return session.connection().execute(notice_stmt, row).scalar()
-
-
-def _insert_one_notice_lines(session: Session, notice_id: int, p: Prepared) -> None:
-    _, lines_stmt = _single_statements(session.get_bind().dialect.name)
-    rows = [{"notice_id": notice_id, **line} for line in p.lines]
-    session.connection().execute(lines_stmt, rows)
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return insert_pg.insert_notice(session, row, p.lines)
+    notice_stmt, lines_stmt = _single_statements(dialect)
+    notice_id: int | None = session.connection().execute(notice_stmt, row).scalar()
+    if notice_id is not None:
+        lines = [{"notice_id": notice_id, **line} for line in p.lines]
+        session.connection().execute(lines_stmt, lines)
+    return notice_id
 
 
 @lru_cache(maxsize=4)
 def _single_statements(dialect: str) -> tuple[Insert, Insert]:
-    """Prebuilt INSERTs of one notice (``ON CONFLICT (payment_code) DO NOTHING``) and its lines."""
+    """Prebuilt INSERTs of one notice (``ON CONFLICT (payment_code) DO NOTHING``) and its lines
+    (SQLite; PostgreSQL runs :mod:`notices.insert_pg`)."""
     notices = Notice.__table__
     module = postgresql if dialect == "postgresql" else sqlite
     notice_stmt = (

@@ -9,7 +9,7 @@ from datetime import date
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from api.app import create_app
 from api.runtime import build_runtime
@@ -17,7 +17,7 @@ from clearing.config import Settings
 from clearing.db import transaction
 from clearing.errors import Conflict, Unauthorized, ValidationError
 from notices import catalogue, departments, service, views
-from notices.models import ApiKey, CatalogueItem, Notice
+from notices.models import ApiKey, CatalogueItem, Notice, NoticeItem
 from notices.schemas import BatchOut, NoticeOut, parse_batch, parse_batch_entry
 from notices.views import ViewContext
 from tests.notice_factories import department, fine, request, seed_catalogue, vault
@@ -160,6 +160,25 @@ def test_a_taken_payment_code_is_replaced_by_a_fresh_one(db, police, monkeypatch
     assert second.payment_code != taken and second.payment_code.startswith("51010026")
     with transaction(db.sessions) as s:
         assert s.scalar(select(func.count()).select_from(Notice)) == 2
+        # a taken code inserts neither the notice nor its lines (one statement on PostgreSQL)
+        assert s.scalar(select(func.count()).select_from(NoticeItem)) == 2
+
+
+def test_a_notice_is_one_statement_on_postgresql(db, police):
+    statements: list[str] = []
+
+    def on_statement(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if not statement.startswith("BEGIN"):  # SQLite's BEGIN IMMEDIATE
+            statements.append(statement.split()[0])
+
+    issue(db, police)  # warm the catalogue cache
+    event.listen(db.engine, "before_cursor_execute", on_statement)
+    try:
+        issue(db, police)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", on_statement)
+    expected = ["WITH"] if db.engine.dialect.name == "postgresql" else ["INSERT", "INSERT"]
+    assert statements == expected
 
 
 def test_only_taken_codes_is_a_conflict(db, police, monkeypatch):
