@@ -71,7 +71,12 @@ def apply_result(
     """Apply a verified statement about an order. Idempotent: repeating it changes nothing.
     ``eseal`` signs the receipt of a settling capture (default: the process settings' key)."""
     now = now or datetime.now(UTC)
-    attempt = repo.lock_attempt(session, result.order_id)
+    notice: NoticeView | None = None
+    if result.status is GatewayStatus.SUCCEEDED:  # money: the notice is needed (most often)
+        locked = repo.lock_for_capture(session, result.order_id)
+        attempt, notice = locked if locked is not None else (None, None)
+    else:
+        attempt = repo.lock_attempt(session, result.order_id)
     if attempt is None or attempt.gateway != result.gateway:
         return _log(session, result, source, CaptureOutcome("unknown_order", result.order_id))
     if result.status is not GatewayStatus.SUCCEEDED:
@@ -86,7 +91,7 @@ def apply_result(
             _outcome("amount_mismatch", attempt),
             f"gateway says {result.amount_fen} fen, attempt is {attempt.amount} fen",
         )
-    notice = repo.lock_notice(session, attempt.notice_id)
+    notice = notice or repo.lock_notice(session, attempt.notice_id)
     if notice.status not in SETTLEABLE:
         return _log(session, result, source, _duplicate(session, attempt, notice, result, now))
     if session.get_bind().dialect.name == "postgresql":

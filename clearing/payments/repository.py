@@ -124,23 +124,53 @@ class NoticeView:
     """Whether the department has an enabled webhook (its events are then ``pending``)."""
 
 
-def _lock_notice_statement() -> Select[Any]:
+def _notice_columns(subscribed_to: Any) -> list[Any]:
+    """The columns a capture reads about a notice: the notice, its department, whether the
+    department has an enabled webhook, and one item per row."""
     subscribed = exists().where(
-        _webhooks.c.department_id == _notices.c.department_id, _webhooks.c.enabled == true()
+        _webhooks.c.department_id == subscribed_to, _webhooks.c.enabled == true()
     )
+    return [
+        *(_notices.c[c] for c in _NOTICE_COLUMNS),
+        _departments.c.name.label("department_name"),
+        _departments.c.region_code,
+        subscribed.label("subscribed"),
+        *(_items.c[c].label(f"item_{c}") for c in _ITEM_COLUMNS),
+    ]
+
+
+def _lock_notice_statement() -> Select[Any]:
     return (
-        select(
-            *(_notices.c[c] for c in _NOTICE_COLUMNS),
-            _departments.c.name.label("department_name"),
-            _departments.c.region_code,
-            subscribed.label("subscribed"),
-            *(_items.c[c].label(f"item_{c}") for c in _ITEM_COLUMNS),
-        )
+        select(*_notice_columns(_notices.c.department_id))
         .join(_departments, _departments.c.id == _notices.c.department_id)
         .join(_items, _items.c.notice_id == _notices.c.id)
         .where(_notices.c.id == bindparam("notice_id"))
         .order_by(_items.c.line_no)
         .with_for_update(of=_notices)  # SQLite renders nothing: BEGIN IMMEDIATE serialises
+    )
+
+
+def _lock_for_capture_statement() -> Select[Any]:
+    """PostgreSQL: the attempt, then its notice (as :data:`_LOCK_NOTICE` reads it), both
+    locked, in one round trip. The attempt is locked in a materialised CTE; a notice row reaches
+    the top-level ``FOR UPDATE OF notices`` only joined to an attempt row the CTE has already
+    produced, so the attempt is always locked first, as with two statements (two attempts of
+    one notice cannot deadlock)."""
+    attempt = (
+        select(*(_attempts.c[c] for c in _ATTEMPT_COLUMNS))
+        .where(_attempts.c.order_id == bindparam("order_id"))
+        .with_for_update()
+        .cte("locked_attempt")
+        .prefix_with("MATERIALIZED")
+    )
+    return (
+        select(*attempt.c, *_notice_columns(_notices.c.department_id))
+        .select_from(attempt)
+        .join(_notices, _notices.c.id == attempt.c.notice_id)
+        .join(_departments, _departments.c.id == _notices.c.department_id)
+        .join(_items, _items.c.notice_id == _notices.c.id)
+        .order_by(_items.c.line_no)
+        .with_for_update(of=_notices)
     )
 
 
@@ -151,6 +181,7 @@ _LOCK_ATTEMPT = (
     .with_for_update()
 )
 _LOCK_NOTICE = _lock_notice_statement()
+_LOCK_FOR_CAPTURE = _lock_for_capture_statement()
 # No VALUES: the SET clause is the columns of the parameters given at execution.
 _UPDATE_ATTEMPT = update(_attempts).where(_attempts.c.id == bindparam("attempt_id"))
 _UPDATE_NOTICE = update(_notices).where(_notices.c.id == bindparam("notice_id"))
@@ -217,9 +248,28 @@ def lock_notice(session: Session, notice_id: int) -> NoticeView:
     rows = _rows(session, _LOCK_NOTICE, {"notice_id": notice_id})
     if not rows:  # a notice always has items (its principal is their sum)
         raise LookupError(f"notice {notice_id} does not exist or has no items")
-    first, width = rows[0], len(_NOTICE_COLUMNS)  # notice, department (2), subscribed, item
+    return _notice_view(rows, 0)
+
+
+def lock_for_capture(session: Session, order_id: str) -> tuple[AttemptView, NoticeView] | None:
+    """The attempt with ``order_id`` and its notice, both locked, attempt first (None if there
+    is no such attempt). PostgreSQL: one round trip; SQLite: :func:`lock_attempt` then
+    :func:`lock_notice`."""
+    if not _postgres(session):
+        attempt = lock_attempt(session, order_id)
+        return None if attempt is None else (attempt, lock_notice(session, attempt.notice_id))
+    rows = pg_execute(session, pg_sql(_LOCK_FOR_CAPTURE), {"order_id": order_id})
+    if not rows:  # an attempt always has a notice, and a notice items
+        return None
+    width = len(_ATTEMPT_COLUMNS)
+    return AttemptView(*rows[0][:width]), _notice_view(rows, width)
+
+
+def _notice_view(rows: Sequence[Sequence[Any]], offset: int) -> NoticeView:
+    """The notice of rows laid out as :func:`_notice_columns`, from column ``offset``."""
+    first, width = rows[0], offset + len(_NOTICE_COLUMNS)  # notice, department (2), subscribed
     return NoticeView(
-        *first[:width],
+        *first[offset:width],
         department=DepartmentView(first[width], first[width + 1]),
         items=tuple(ItemView(*row[width + 3 :]) for row in rows),
         subscribed=bool(first[width + 2]),
