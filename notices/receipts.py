@@ -227,17 +227,37 @@ class PublishedKeys(Mapping[str, Ed25519PublicKey]):
 # --------------------------------------------------------------------------- canonical form
 
 
-def _refuse_floats(value: Any, path: str = "$") -> None:
+def _refuse_floats(value: Any) -> None:
+    """Refuse floats and non-string keys anywhere in ``value``: a walk without paths (every
+    receipt runs it), then, only for a refused document, the walk that names the place."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            if not all(type(key) is str for key in item):
+                break
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        elif isinstance(item, float | dict | list | tuple):  # a subclass: the careful walk
+            break
+    else:
+        return
+    _refuse_floats_at(value, "$")
+
+
+def _refuse_floats_at(value: Any, path: str) -> None:
     if isinstance(value, float):
         raise ValidationError(f"{path}: floats are not allowed in a receipt", field="receipt")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(f"{path}: keys must be strings", field="receipt")
-            _refuse_floats(item, f"{path}.{key}")
+            _refuse_floats_at(item, f"{path}.{key}")
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _refuse_floats(item, f"{path}[{index}]")
+            _refuse_floats_at(item, f"{path}[{index}]")
 
 
 def canonical_bytes(doc: Mapping[str, Any]) -> bytes:

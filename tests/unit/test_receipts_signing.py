@@ -6,6 +6,7 @@ import base64
 import copy
 import hashlib
 import json
+import re
 from typing import Any
 
 import pytest
@@ -94,6 +95,28 @@ def sign(doc: dict[str, Any], eseal: ESeal = ESEAL) -> str:
 def test_canonical_form_is_sorted_compact_utf8() -> None:
     data = canonical_bytes({"b": 1, "a": {"z": "张*三", "y": [2, 1]}})
     assert data == '{"a":{"y":[2,1],"z":"张*三"},"b":1}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("doc", "where"),
+    [
+        ({"a": {"b": [1, {"c": 1.5}]}}, "$.a.b[1].c: floats are not allowed"),
+        ({"a": (1, 2.0)}, "$.a[1]: floats are not allowed"),
+        ({"a": {1: "x"}}, "$.a: keys must be strings"),
+        ({"a": [{"b": float("nan")}]}, "$.a[0].b: floats are not allowed"),
+    ],
+)
+def test_canonical_form_refuses_floats_and_names_where(doc, where) -> None:
+    with pytest.raises(ValidationError, match=re.escape(where)):
+        canonical_bytes(doc)
+
+
+def test_canonical_form_takes_mapping_subclasses() -> None:
+    from collections import OrderedDict
+
+    assert (
+        canonical_bytes({"a": OrderedDict(b=[True, None, "x"])}) == b'{"a":{"b":[true,null,"x"]}}'
+    )
 
 
 def test_canonical_form_does_not_depend_on_key_order() -> None:
