@@ -114,22 +114,38 @@ def free_port() -> int:
 
 
 class Server:
-    """``uvicorn --factory`` on a factory of bench/_apps.py, in its own process group."""
+    """``workers`` processes of ``uvicorn --factory`` on a factory of bench/_apps.py, one worker
+    each, each on its own port and in its own process group.
+
+    Why not ``uvicorn --workers N``: its workers share one listening socket and the kernel hands
+    each new connection to whichever worker accepts first, so a closed loop's 16 connections
+    were split 8/8 in one round and 16/0 in the next (measured: one worker at 87% CPU, the other
+    idle), and throughput moved by a third from round to round for both the application and the
+    baseline. Here the load generator opens connection i on ``ports[i % workers]``: the even
+    spread a load balancer in front of the processes gives (bench/README.md)."""
 
     def __init__(self, factory: str, workers: int, env: dict[str, str], log: Path) -> None:
-        self.factory, self.workers, self.port = factory, workers, free_port()
-        self.cmd = [
+        self.factory, self.workers = factory, workers
+        self.ports = [free_port() for _ in range(workers)]
+        self._log = open(log, "ab")  # noqa: SIM115
+        self.procs = [self._start(port, env) for port in self.ports]
+
+    @property
+    def port(self) -> int:
+        """The first process's port (for a client that needs only one)."""
+        return self.ports[0]
+
+    def _start(self, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        cmd = [
             str(Path(PYTHON).with_name("uvicorn")),
             "--factory",
             "--app-dir",
             str(ROOT),
-            f"bench._apps:{factory}",
+            f"bench._apps:{self.factory}",
             "--host",
             "127.0.0.1",
             "--port",
-            str(self.port),
-            "--workers",
-            str(workers),
+            str(port),
             "--loop",
             "uvloop",
             "--http",
@@ -138,51 +154,43 @@ class Server:
             "--log-level",
             "warning",
         ]
-        self._log = open(log, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            self.cmd,
-            env=env,
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        out = self._log
+        return subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def wait_ready(self, path: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         request = f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode()
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.factory} exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                    s.sendall(request)
-                    if s.recv(64).startswith(b"HTTP/1.1 200"):
-                        # every worker must be up: a few more probes on fresh connections
-                        time.sleep(0.5 * self.workers)
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.factory} not ready in {timeout} s")
+        for port, proc in zip(self.ports, self.procs, strict=True):
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{self.factory} exited with {proc.returncode}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.factory} not ready in {timeout} s")
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                        s.sendall(request)
+                        if s.recv(64).startswith(b"HTTP/1.1 200"):
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.2)
 
-    def worker_pids(self) -> list[int]:
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        return [int(p) for p in out.split()]
+    def pids(self) -> list[int]:
+        """The server processes (each is its own worker)."""
+        return [proc.pid for proc in self.procs]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
             try:
-                self.proc.wait(15)
+                proc.wait(15)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         self._log.close()
 
 
@@ -230,7 +238,9 @@ def cpu_seconds(pids: list[int]) -> float:
 def load(spec: dict[str, Any], server: Server | None = None) -> dict[str, Any]:
     """Run bench/_load.py with ``spec`` in a separate process; return its result (with the
     server's CPU seconds over the run when ``server`` is given)."""
-    pids = [server.proc.pid, *server.worker_pids()] if server is not None else []
+    pids = server.pids() if server is not None else []
+    if server is not None:
+        spec = {**spec, "ports": server.ports}  # connection i on ports[i % len(ports)]
     cpu0 = cpu_seconds(pids)
     with tempfile.TemporaryDirectory(prefix="feishui_load_") as tmp:
         spec_path, out_path = Path(tmp) / "spec.pickle", Path(tmp) / "out.pickle"

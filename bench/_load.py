@@ -8,8 +8,10 @@ little as possible of the 2 CPUs away from the server it measures.
 
 Spec (a dict):
 
-- ``host``, ``port``; ``requests``: a list of raw HTTP requests (bytes); ``cycle``: reuse them
-  round-robin (else each is sent once and the run ends when they run out);
+- ``host``, ``port``; ``ports`` (optional): connection i is opened on ``ports[i % len(ports)]``
+  (one server process per port: the even spread of a load balancer);
+- ``requests``: a list of raw HTTP requests (bytes); ``cycle``: reuse them round-robin (else
+  each is sent once and the run ends when they run out);
 - ``mode`` = ``closed``: ``concurrency`` connections, each sending its next request as soon as
   the previous answer arrived, for ``duration`` seconds (or until the requests run out);
 - ``mode`` = ``open``: requests sent at a fixed ``rate`` per second for ``duration`` seconds,
@@ -71,7 +73,7 @@ class Conn:
 
 
 async def run(spec: dict) -> dict:
-    host, port = spec["host"], spec["port"]
+    host, ports = spec["host"], spec.get("ports") or [spec["port"]]
     requests: list[bytes] = spec["requests"]
     cycle = spec.get("cycle", False)
     expect_status = spec.get("expect_status", 200)
@@ -101,7 +103,7 @@ async def run(spec: dict) -> dict:
             if len(errors) < 5:
                 errors.append(f"{status}: {body[:300]!r}")
 
-    conns = [await Conn.open(host, port) for _ in range(concurrency)]
+    conns = [await Conn.open(host, ports[i % len(ports)]) for i in range(concurrency)]
     t_first = time.perf_counter()
     t_last = t_first
     deadline = t_first + duration

@@ -9,8 +9,9 @@ adapter (routing alipay/wallet, the merchant RSA2 signature); for each attempt t
 simulator order and its notify built and signed by the simulator
 (``AlipaySimulator.build_notify``: RSA2 with the gateway key), all before timing.
 
-Measured (uvicorn ``--workers`` (default 2), uvloop + httptools; load generator bench/_load.py in
-its own process):
+Measured (``--workers`` uvicorn processes (default 2), one worker each on its own port, the
+load generator's connections spread evenly over them; uvloop + httptools; load generator
+bench/_load.py in its own process):
 
 1. maximum throughput, closed loop, ``--concurrency`` connections, ``--rounds`` rounds of
    ``--seconds`` per kind, interleaved: the notifies (each verified, captured: ledger entry with
@@ -218,6 +219,7 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
     """Single captures in this process, no HTTP, no concurrency: where one capture's time goes."""
     import clearing.payments.capture as capture_mod
     import clearing.payments.repository as repo_mod
+    import clearing.payments.settle_pg as settle_mod
     import notices.receipts as receipts_mod
     from clearing.payments.capture import apply_result
     from gateways.protocol import RawRequest
@@ -261,21 +263,17 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
 
     # cost split (wall clock, one at a time)
     patches = [
-        (capture_mod, "LedgerService"),
-        (capture_mod, "insert_receipt"),
-        (capture_mod, "record_event"),
-        (receipts_mod.ESeal, "sign"),
         (repo_mod, "lock_attempt"),
         (repo_mod, "lock_notice"),
-        (repo_mod, "settle"),
-        (repo_mod, "insert_notification"),
+        (capture_mod, "signed_receipt_row"),
+        (receipts_mod.ESeal, "sign"),
+        (settle_mod, "settle"),
     ]
     saved = [(obj, name, getattr(obj, name)) for obj, name in patches]
-    orig_post = LedgerService.post
-    LedgerService.post = timed("LedgerService.post (3 legs)", orig_post)  # type: ignore[method-assign]
+    orig_prepare = LedgerService.prepare
+    LedgerService.prepare = timed("LedgerService.prepare", orig_prepare)  # type: ignore[method-assign]
     for obj, name, fn in saved:
-        if name != "LedgerService":
-            setattr(obj, name, timed(f"{name}", fn))
+        setattr(obj, name, timed(name, fn))
     spent.clear()
     t = time.perf_counter()
     c0 = time.thread_time()
@@ -285,7 +283,7 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
     wall = (time.perf_counter() - t) / len(batch) * 1000
     cpu = (time.thread_time() - c0) / len(batch) * 1000
     split = {name: v / len(batch) * 1000 for name, v in spent.items()}
-    LedgerService.post = orig_post  # type: ignore[method-assign]
+    LedgerService.prepare = orig_prepare  # type: ignore[method-assign]
     for obj, name, fn in saved:
         setattr(obj, name, fn)
 
@@ -334,18 +332,21 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
     order = [
         "parse_notify (RSA2 verify, decode)",
         "apply_result in run_in_transaction (incl. commit)",
-        "_lock_attempt",
-        "_lock_notice",
-        "LedgerService.post (3 legs)",
-        "issue_receipt",
+        "lock_attempt",
+        "lock_notice",
+        "LedgerService.prepare",
+        "signed_receipt_row",
         "sign",
-        "record_event",
+        "settle",
     ]
+    labels = {
+        "sign": "Ed25519 `ESeal.sign` (inside signed_receipt_row)",
+        "settle": "settle_pg.settle (every write, one statement)",
+    }
     for name in order:
         if name in split:
             indent = "" if name.startswith(("parse", "apply")) else "  "
-            label = "Ed25519 `ESeal.sign` (inside issue_receipt)" if name == "sign" else name
-            lines.append(f"| {indent}{label} | {split[name]:.2f} |")
+            lines.append(f"| {indent}{labels.get(name, name)} | {split[name]:.2f} |")
     lines += [
         "",
         f"Statements of one capture ({len(stmts)}, in order; every one is a round "
@@ -431,6 +432,7 @@ def main() -> None:
                     {
                         "host": "127.0.0.1",
                         "port": api.port,
+                        "ports": api.ports,
                         "mode": mode,
                         "concurrency": args.concurrency if mode == "closed" else 64,
                         "duration": seconds,
@@ -451,6 +453,7 @@ def main() -> None:
                     {
                         "host": "127.0.0.1",
                         "port": bare.port,
+                        "ports": bare.ports,
                         "mode": mode,
                         "concurrency": args.concurrency if mode == "closed" else 64,
                         "duration": seconds,
@@ -501,14 +504,16 @@ def main() -> None:
         "Capture (bench/capture.py)", began, took, info, sys.argv[1:], "bench/capture.py"
     )
     lines += [
-        f"Servers: `uvicorn --factory --loop uvloop --http httptools --workers "
-        f"{args.workers}` on `bench/_apps.py:feishui_app` and `bare_app`, both running "
-        "(the idle one waits). Each notify is a genuine Alipay notify signed by the "
-        "simulator (RSA2), for an attempt made by `start_attempt`; the API verifies it, "
-        "captures (3-leg entry with the split, attempt succeeded, notice paid, receipt "
-        "signed with Ed25519, `notice.paid` event, gateway notification logged) and "
-        "answers `success`. Load generator: bench/_load.py in its own process. `server "
-        "CPU` = CPU of the uvicorn processes per answered request (PostgreSQL's not "
+        f"Servers: {args.workers} processes of `uvicorn --factory --loop uvloop --http "
+        "httptools` (one worker each, each on its own port; connection i goes to process "
+        "i mod N, the even spread of a load balancer) on `bench/_apps.py:feishui_app` and "
+        "`bare_app`, both running (the idle one waits). Each notify is a genuine Alipay "
+        "notify signed by the simulator (RSA2), for an attempt made by `start_attempt`; "
+        "the API verifies it, captures (3-leg entry with the split, attempt succeeded, "
+        "notice paid, receipt signed with Ed25519, `notice.paid` event, gateway "
+        "notification logged) and answers `success`. Load generator: bench/_load.py in its "
+        "own process. `server CPU` = CPU of the uvicorn processes per answered request "
+        "(PostgreSQL's not "
         "included).",
         "",
         f"### Maximum throughput: closed loop, {args.concurrency} connections, "

@@ -144,6 +144,7 @@ def main() -> None:
                     {
                         "host": "127.0.0.1",
                         "port": server.port,
+                        "ports": server.ports,
                         "mode": "closed",
                         "concurrency": 4,
                         "duration": 1.0,
@@ -156,6 +157,7 @@ def main() -> None:
                 {
                     "host": "127.0.0.1",
                     "port": api.port,
+                    "ports": api.ports,
                     "mode": "closed",
                     "concurrency": 1,
                     "duration": 60,
@@ -188,6 +190,7 @@ def main() -> None:
                             {
                                 "host": "127.0.0.1",
                                 "port": server.port,
+                                "ports": server.ports,
                                 "mode": "closed",
                                 "concurrency": workers,
                                 "duration": 600,
@@ -244,6 +247,7 @@ def main() -> None:
                             {
                                 "host": "127.0.0.1",
                                 "port": server.port,
+                                "ports": server.ports,
                                 "mode": "closed",
                                 "concurrency": args.concurrency,
                                 "duration": args.seconds,
@@ -278,6 +282,7 @@ def main() -> None:
                         {
                             "host": "127.0.0.1",
                             "port": server.port,
+                            "ports": server.ports,
                             "mode": "open",
                             "concurrency": 64,
                             "duration": args.open_seconds,
@@ -304,7 +309,8 @@ def main() -> None:
         "Notices API (bench/notices.py)", began, took, info, sys.argv[1:], "bench/notices.py"
     )
     lines += [
-        "Servers: `uvicorn --factory --loop uvloop --http httptools --workers W` on "
+        "Servers: W processes of `uvicorn --factory --loop uvloop --http httptools` (one "
+        "worker each, each on its own port, connections spread evenly over them) on "
         "`bench/_apps.py:feishui_app` (`create_app(build_runtime(Settings()))`) and "
         "`bare_app` (bare FastAPI, sync endpoint, one INSERT / one COPY through the same "
         "`make_engine`), both running, the idle one waiting. Load generator: "
