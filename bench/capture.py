@@ -263,8 +263,7 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
 
     # cost split (wall clock, one at a time)
     patches = [
-        (repo_mod, "lock_attempt"),
-        (repo_mod, "lock_notice"),
+        (repo_mod, "lock_for_capture"),
         (capture_mod, "signed_receipt_row"),
         (receipts_mod.ESeal, "sign"),
         (settle_mod, "settle"),
@@ -332,14 +331,14 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
     order = [
         "parse_notify (RSA2 verify, decode)",
         "apply_result in run_in_transaction (incl. commit)",
-        "lock_attempt",
-        "lock_notice",
+        "lock_for_capture",
         "LedgerService.prepare",
         "signed_receipt_row",
         "sign",
         "settle",
     ]
     labels = {
+        "lock_for_capture": "lock_for_capture (attempt and notice, one statement)",
         "sign": "Ed25519 `ESeal.sign` (inside signed_receipt_row)",
         "settle": "settle_pg.settle (every write, one statement)",
     }

@@ -6,8 +6,10 @@ attempts of one notice cannot deadlock); post the journal entry (its idempotency
 and issue the receipt. A success for a notice that is already settled is a *duplicate payment*:
 it is captured to ``refunds_payable`` and a refund of it is opened automatically.
 
-Every read and write is a prebuilt Core statement (:mod:`clearing.payments.repository`), not
-ORM work: a settling capture is 9 statements and no flush (docs/performance.md, "Capture").
+No ORM work on this path. On PostgreSQL a settling capture is two statements on the driver: the
+attempt and its notice locked together (:func:`clearing.payments.repository.lock_for_capture`),
+then every write (:mod:`clearing.payments.settle_pg`). On SQLite it is 9 prebuilt Core
+statements. See docs/decisions/0008-driver-statements-on-hot-paths.md.
 """
 
 from __future__ import annotations
