@@ -28,7 +28,7 @@ from clearing.ledger import core
 from clearing.ledger.core import Entry
 from clearing.ledger.models import JournalEntry
 from clearing.ledger.models import Posting as PostingRow
-from clearing.ledger.repository import AccountRef, LedgerRepository, utcnow
+from clearing.ledger.repository import AccountRef, LedgerRepository, _entry_values, utcnow
 from clearing.ledger.service import LedgerService, PostedEntry
 
 _ENTRIES, _POSTINGS = JournalEntry.__table__, PostingRow.__table__
@@ -49,18 +49,7 @@ class CoreRepository(LedgerRepository):
         accounts: dict[str, AccountRef],
     ) -> int | None:
         entry_id = self.session.execute(
-            INSERT_ENTRY,
-            {
-                "idempotency_key": entry.idempotency_key,
-                "business_date": entry.business_date,
-                "created_at": created_at,
-                "description": entry.description,
-                "metadata": dict(entry.metadata),
-                "ref_type": entry.ref_type,
-                "ref_id": entry.ref_id,
-                "reverses_id": entry.reverses_id,
-                "content_hash": content_hash,
-            },
+            INSERT_ENTRY, _entry_values(entry, created_at, content_hash)
         ).scalar()
         if entry_id is None:
             return None

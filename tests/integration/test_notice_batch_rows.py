@@ -13,20 +13,12 @@ from notices import bulk, service
 from notices.models import Notice, NoticeItem
 from notices.privacy import PayerVault
 from notices.service import aware
-from tests.notice_factories import department, fine, request, seed_catalogue, vault
+from tests.notice_factories import fine, request, vault
 
 TODAY = date(2026, 11, 20)
 AWKWARD = 'tab\there, new\nline, cr\rhere, back\\slash, \\N, quote " and 中文'
 ENCRYPTED = ("payer_name_enc", "payer_id_number_enc", "payer_phone_enc")
 PER_NOTICE = ("id", "payment_code", "created_at", "updated_at", *ENCRYPTED)
-
-
-@pytest.fixture
-def police(db):
-    with transaction(db.sessions) as s:
-        seed_catalogue(s)
-        who, _ = department(s)
-    return who
 
 
 def columns(notice: Notice) -> dict:

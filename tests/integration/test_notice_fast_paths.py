@@ -20,17 +20,9 @@ from notices import catalogue, departments, service, views
 from notices.models import ApiKey, CatalogueItem, Notice, NoticeItem
 from notices.schemas import BatchOut, NoticeOut, parse_batch, parse_batch_entry
 from notices.views import ViewContext
-from tests.notice_factories import department, fine, request, seed_catalogue, vault
+from tests.notice_factories import fine, request, seed_catalogue, vault
 
 TODAY = date(2026, 11, 20)
-
-
-@pytest.fixture
-def police(db):
-    with transaction(db.sessions) as s:
-        seed_catalogue(s)
-        who, _ = department(s)
-    return who
 
 
 def issue(db, who, body=None, v=None):

@@ -15,17 +15,9 @@ from notices import catalogue, departments, idempotency, service, tasks
 from notices.catalogue import spec_from_dict
 from notices.models import Notice
 from notices.service import NoticeFilter
-from tests.notice_factories import ID_NUMBER, department, fine, request, seed_catalogue, vault
+from tests.notice_factories import ID_NUMBER, department, fine, request, vault
 
 TODAY = date(2026, 11, 20)
-
-
-@pytest.fixture
-def police(db):
-    with transaction(db.sessions) as s:
-        seed_catalogue(s)
-        who, _ = department(s)
-    return who
 
 
 def issue(db, who, body=None, v=None, **kw):
