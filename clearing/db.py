@@ -118,10 +118,10 @@ def pg_execute(session: Session, sql: str, params: dict[str, Any]) -> list[tuple
     """Run ``sql`` (psycopg ``%(name)s`` parameters; a statement that returns rows) on the
     session's PostgreSQL connection, in its transaction, and return the rows.
 
-    For the few fixed-shape statements of the hot paths (the settling capture), whose cost is
-    otherwise mostly SQLAlchemy's execution layer: about 48 us of CPU per statement against
-    12 us on the driver (docs/performance.md). psycopg prepares a statement on the server once
-    it has run 5 times on a connection. The engine's ``before_cursor_execute`` and
+    For the few fixed-shape statements of the hot paths (the settling capture, a single notice),
+    whose cost is otherwise mostly SQLAlchemy's execution layer: about 48 us of client CPU per
+    statement against 12 us on the driver (decision 0008). psycopg prepares a statement on the
+    server once it has run 5 times on a connection. The engine's ``before_cursor_execute`` and
     ``after_cursor_execute`` listeners are called as SQLAlchemy calls them (a listener cannot
     rewrite the statement here). A driver error is raised as SQLAlchemy's
     :class:`DBAPIError`, as if SQLAlchemy had run the statement, so :func:`run_in_transaction`
