@@ -6,7 +6,6 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -51,30 +50,14 @@ def upsert(session: Session, model: type) -> postgresql.Insert | sqlite.Insert:
     return (postgresql if dialect == "postgresql" else sqlite).insert(model)
 
 
-_ENTRY_COLUMNS = (
-    "idempotency_key",
-    "business_date",
-    "created_at",
-    "description",
-    "metadata",
-    "ref_type",
-    "ref_id",
-    "reverses_id",
-    "content_hash",
+# SQLite: the entry, then its postings (two prebuilt Core statements, compiled once and cached).
+# PostgreSQL runs :data:`PG_ENTRY_CTES` instead.
+_SQLITE_INSERT_ENTRY = (
+    sqlite.insert(JournalEntry.__table__)
+    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    .returning(JournalEntry.__table__.c.id)
 )
-_POSTING_COLUMNS = ("account_id", "direction", "amount", "currency")
-
-
-@lru_cache(maxsize=4)
-def _statements(dialect: str) -> tuple[Any, Any]:
-    """(entry INSERT, postings INSERT) for SQLite; PostgreSQL runs :data:`PG_ENTRY_CTES`."""
-    entries, postings = JournalEntry.__table__, PostingRow.__table__
-    entry_stmt = (
-        sqlite.insert(entries)
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(entries.c.id)
-    )
-    return entry_stmt, insert(postings)
+_INSERT_POSTINGS = insert(PostingRow.__table__)
 
 
 PG_ENTRY_CTES = """new_entry AS (
@@ -210,14 +193,13 @@ class LedgerRepository:
             params = pg_entry_params(entry, created_at, content_hash, accounts)
             rows = pg_execute(self.session, _PG_INSERT_ENTRY, params)
             return rows[0][0] if rows else None
-        entry_stmt, postings_stmt = _statements("sqlite")
         entry_id = self.session.execute(
-            entry_stmt, _entry_values(entry, created_at, content_hash)
+            _SQLITE_INSERT_ENTRY, _entry_values(entry, created_at, content_hash)
         ).scalar()
         if entry_id is None:
             return None
         self.session.execute(
-            postings_stmt,
+            _INSERT_POSTINGS,
             [
                 {
                     "entry_id": entry_id,
