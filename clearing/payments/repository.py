@@ -124,11 +124,11 @@ class NoticeView:
     """Whether the department has an enabled webhook (its events are then ``pending``)."""
 
 
-def _notice_columns(subscribed_to: Any) -> list[Any]:
+def _notice_columns() -> list[Any]:
     """The columns a capture reads about a notice: the notice, its department, whether the
     department has an enabled webhook, and one item per row."""
     subscribed = exists().where(
-        _webhooks.c.department_id == subscribed_to, _webhooks.c.enabled == true()
+        _webhooks.c.department_id == _notices.c.department_id, _webhooks.c.enabled == true()
     )
     return [
         *(_notices.c[c] for c in _NOTICE_COLUMNS),
@@ -141,7 +141,7 @@ def _notice_columns(subscribed_to: Any) -> list[Any]:
 
 def _lock_notice_statement() -> Select[Any]:
     return (
-        select(*_notice_columns(_notices.c.department_id))
+        select(*_notice_columns())
         .join(_departments, _departments.c.id == _notices.c.department_id)
         .join(_items, _items.c.notice_id == _notices.c.id)
         .where(_notices.c.id == bindparam("notice_id"))
@@ -164,7 +164,7 @@ def _lock_for_capture_statement() -> Select[Any]:
         .prefix_with("MATERIALIZED")
     )
     return (
-        select(*attempt.c, *_notice_columns(_notices.c.department_id))
+        select(*attempt.c, *_notice_columns())
         .select_from(attempt)
         .join(_notices, _notices.c.id == attempt.c.notice_id)
         .join(_departments, _departments.c.id == _notices.c.department_id)

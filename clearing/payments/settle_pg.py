@@ -1,8 +1,8 @@
 """The settling capture's writes on PostgreSQL: one statement, one round trip.
 
-Once the attempt and its notice are locked, a settling capture writes seven rows in five tables:
-the journal entry and its postings, the attempt (succeeded, its money), the notice (paid), the
-receipt, the ``notice.paid`` event and the gateway notification. Here they are one statement of
+Once the attempt and its notice are locked, a settling capture inserts the journal entry and its
+postings, the receipt, the ``notice.paid`` event and the gateway notification, and updates the
+attempt (succeeded, its money) and the notice (paid). Here they are one statement of
 data-modifying CTEs, run on the driver (:func:`clearing.db.pg_execute`), instead of five
 statements through SQLAlchemy: the statement count of a capture was most of its CPU, on both
 sides of the connection (docs/performance.md, "Capture").
