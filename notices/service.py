@@ -15,8 +15,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Insert, Select, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Select, insert, select, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -144,29 +144,23 @@ def _insert_one(session: Session, row: dict[str, Any], p: Prepared) -> int | Non
     """Insert one notice row and its lines; its id, or None when its payment code is already
     taken (nothing is inserted then)."""
     session.flush()  # Core statements skip autoflush; the row may refer to pending rows
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         return insert_pg.insert_notice(session, row, p.lines)
-    notice_stmt, lines_stmt = _single_statements(dialect)
-    notice_id: int | None = session.connection().execute(notice_stmt, row).scalar()
+    notice_id: int | None = session.connection().execute(_SQLITE_INSERT_NOTICE, row).scalar()
     if notice_id is not None:
         lines = [{"notice_id": notice_id, **line} for line in p.lines]
-        session.connection().execute(lines_stmt, lines)
+        session.connection().execute(_INSERT_NOTICE_LINES, lines)
     return notice_id
 
 
-@lru_cache(maxsize=4)
-def _single_statements(dialect: str) -> tuple[Insert, Insert]:
-    """Prebuilt INSERTs of one notice (``ON CONFLICT (payment_code) DO NOTHING``) and its lines
-    (SQLite; PostgreSQL runs :mod:`notices.insert_pg`)."""
-    notices = Notice.__table__
-    module = postgresql if dialect == "postgresql" else sqlite
-    notice_stmt = (
-        module.insert(notices)
-        .on_conflict_do_nothing(index_elements=["payment_code"])
-        .returning(notices.c.id)
-    )
-    return notice_stmt, insert(NoticeItem.__table__)
+# SQLite: one notice (a taken code inserts nothing), then its lines; prebuilt Core statements,
+# compiled once and cached. PostgreSQL runs notices.insert_pg instead.
+_SQLITE_INSERT_NOTICE = (
+    sqlite.insert(Notice.__table__)
+    .on_conflict_do_nothing(index_elements=["payment_code"])
+    .returning(Notice.__table__.c.id)
+)
+_INSERT_NOTICE_LINES = insert(NoticeItem.__table__)
 
 
 def create_batch(
