@@ -431,7 +431,6 @@ def main() -> None:
                     {
                         "host": "127.0.0.1",
                         "port": api.port,
-                        "ports": api.ports,
                         "mode": mode,
                         "concurrency": args.concurrency if mode == "closed" else 64,
                         "duration": seconds,
@@ -452,7 +451,6 @@ def main() -> None:
                     {
                         "host": "127.0.0.1",
                         "port": bare.port,
-                        "ports": bare.ports,
                         "mode": mode,
                         "concurrency": args.concurrency if mode == "closed" else 64,
                         "duration": seconds,

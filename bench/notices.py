@@ -31,6 +31,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # this file is bench/notices.py: keep bench/ behind the repository so that ``notices`` is the
@@ -144,22 +145,21 @@ def main() -> None:
                     {
                         "host": "127.0.0.1",
                         "port": server.port,
-                        "ports": server.ports,
                         "mode": "closed",
                         "concurrency": 4,
                         "duration": 1.0,
                         "cycle": True,
                         "requests": [hb.http_request("POST", path, single_body, extra)],
                         "expect_status": 201,
-                    }
+                    },
+                    server,  # its processes' ports: every one is warmed up
                 )
             hb.load(
                 {
                     "host": "127.0.0.1",
                     "port": api.port,
-                    "ports": api.ports,
                     "mode": "closed",
-                    "concurrency": 1,
+                    "concurrency": workers,  # one connection per process
                     "duration": 60,
                     "requests": [
                         hb.http_request(
@@ -168,9 +168,11 @@ def main() -> None:
                             json.dumps({"notices": batches[0][:500]}).encode(),
                             auth,
                         )
-                    ],
+                    ]
+                    * workers,
                     "expect_status": 200,
-                }
+                },
+                api,
             )
 
             if not args.no_batch:
@@ -190,7 +192,6 @@ def main() -> None:
                             {
                                 "host": "127.0.0.1",
                                 "port": server.port,
-                                "ports": server.ports,
                                 "mode": "closed",
                                 "concurrency": workers,
                                 "duration": 600,
@@ -237,33 +238,42 @@ def main() -> None:
                     "feishui": (api, "/v1/notices", auth, "notices"),
                     "bare": (bare, "/bare", {}, "bare_rows"),
                 }
+
+                def cell(target: tuple, label: str, **spec: Any) -> dict:
+                    """One run of single creates at ``target`` (server, path, headers, table the
+                    rows land in); checks that every answered request stored its row."""
+                    server, path, extra, table = target
+                    before = count(args.url, table)
+                    res = hb.load(
+                        {
+                            "host": "127.0.0.1",
+                            "port": server.port,
+                            "cycle": True,
+                            "requests": [hb.http_request("POST", path, single_body, extra)],
+                            "expect_status": 201,
+                            **spec,
+                        },
+                        server,
+                    )
+                    stored = count(args.url, table) - before
+                    if res["errors"] or stored != res["answered"]:
+                        problems.append(
+                            f"{label}: {res['errors']} errors {res['error_samples'][:1]}, "
+                            f"{stored} rows stored, {res['answered']} answered"
+                        )
+                    return res
+
                 parts = {"feishui": [], "bare": []}
                 for r in range(args.rounds):
                     order = ["feishui", "bare"] if r % 2 == 0 else ["bare", "feishui"]
                     for kind in order:
-                        server, path, extra, table = single[kind]
-                        before = count(args.url, table)
-                        res = hb.load(
-                            {
-                                "host": "127.0.0.1",
-                                "port": server.port,
-                                "ports": server.ports,
-                                "mode": "closed",
-                                "concurrency": args.concurrency,
-                                "duration": args.seconds,
-                                "cycle": True,
-                                "requests": [hb.http_request("POST", path, single_body, extra)],
-                                "expect_status": 201,
-                            },
-                            server,
+                        res = cell(
+                            single[kind],
+                            f"single {kind} w{workers}",
+                            mode="closed",
+                            concurrency=args.concurrency,
+                            duration=args.seconds,
                         )
-                        stored = count(args.url, table) - before
-                        if res["errors"] or stored != res["answered"]:
-                            problems.append(
-                                f"single {kind} w{workers}: {res['errors']} errors "
-                                f"{res['error_samples'][:1]}, {stored} rows stored,"
-                                f" {res['answered']} answered"
-                            )
                         parts[kind].append(res)
                         log(
                             f"single {kind} w{workers} round {r}: {res['rps']:.0f} req/s "
@@ -275,30 +285,15 @@ def main() -> None:
                     "bare": hb.merge(parts["bare"]),
                 }
                 for kind in ("feishui", "bare"):  # half load: open loop at 50% of the maximum
-                    server, path, extra, table = single[kind]
                     rate = row[kind]["rps"] / 2
-                    before = count(args.url, table)
-                    res = hb.load(
-                        {
-                            "host": "127.0.0.1",
-                            "port": server.port,
-                            "ports": server.ports,
-                            "mode": "open",
-                            "concurrency": 64,
-                            "duration": args.open_seconds,
-                            "rate": rate,
-                            "cycle": True,
-                            "requests": [hb.http_request("POST", path, single_body, extra)],
-                            "expect_status": 201,
-                        },
-                        server,
+                    res = cell(
+                        single[kind],
+                        f"half-load {kind} w{workers}",
+                        mode="open",
+                        concurrency=64,
+                        duration=args.open_seconds,
+                        rate=rate,
                     )
-                    stored = count(args.url, table) - before
-                    if res["errors"] or stored != res["answered"]:
-                        problems.append(
-                            f"half-load {kind} w{workers}: {res['errors']} errors, "
-                            f"{stored} rows stored, {res['answered']} answered"
-                        )
                     res["rate"] = rate
                     row[f"{kind}_half"] = res
                     log(f"half load {kind} w{workers}: {rate:.0f} req/s p99 {res['p99']:.1f} ms")
