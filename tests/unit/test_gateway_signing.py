@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from urllib.parse import parse_qsl, quote_from_bytes, unquote
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -11,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateways import signing
+from gateways import formdata, signing
 from gateways.alipay import wire as alipay_wire
 from gateways.formdata import decode_form
 from gateways.unionpay import wire as unionpay_wire
@@ -135,6 +136,47 @@ def test_decode_form_is_strict() -> None:
         decode_form(b"a=1&a=2")
     with pytest.raises(ValueError):
         decode_form(b"\xff=1")
+    with pytest.raises(ValueError):
+        decode_form(b"a=1&&b=2")  # an empty field
+    with pytest.raises(ValueError):
+        decode_form(b"a=1&b")  # a field without "="
+    assert decode_form(b"") == {}
+
+
+@given(
+    st.text(alphabet="%0123456789abcdefABCDEFxzZ\\+ 交\x00", max_size=30)
+    | st.lists(st.binary(max_size=4), max_size=6).map(
+        lambda chunks: "".join(quote_from_bytes(c) + "a" for c in chunks)
+    )
+)
+def test_unescape_is_unquote(text: str) -> None:
+    assert formdata._unescape(text) == unquote(text)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet="ab=&+%2E4ZGf\\交 ", max_size=8),
+            st.text(alphabet="ab=&+%2E4ZGf\\交 ", max_size=8),
+        ),
+        max_size=6,
+    ).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs))
+    | st.text(alphabet="ab=&+%2E4FGf\\交 ", max_size=20)
+)
+def test_decode_form_agrees_with_parse_qsl(text: str) -> None:
+    """The hand-written decoder gives what strict ``parse_qsl`` gives, or refuses what it
+    refuses (a repeated key is refused on top)."""
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))
+    except ValueError:
+        with pytest.raises(ValueError):
+            decode_form(text)
+        return
+    if len(dict(pairs)) != len(pairs):
+        with pytest.raises(ValueError, match="repeated"):
+            decode_form(text)
+    else:
+        assert decode_form(text.encode()) == dict(pairs)
 
 
 @given(
