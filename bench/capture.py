@@ -264,7 +264,7 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
     # cost split (wall clock, one at a time)
     patches = [
         (repo_mod, "lock_for_capture"),
-        (capture_mod, "signed_receipt_row"),
+        (capture_mod, "signed_receipt"),
         (receipts_mod.ESeal, "sign"),
         (settle_mod, "settle"),
     ]
@@ -333,13 +333,13 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
         "apply_result in run_in_transaction (incl. commit)",
         "lock_for_capture",
         "LedgerService.prepare",
-        "signed_receipt_row",
+        "signed_receipt",
         "sign",
         "settle",
     ]
     labels = {
         "lock_for_capture": "lock_for_capture (attempt and notice, one statement)",
-        "sign": "Ed25519 `ESeal.sign` (inside signed_receipt_row)",
+        "sign": "Ed25519 `ESeal.sign` (inside signed_receipt)",
         "settle": "settle_pg.settle (every write, one statement)",
     }
     for name in order:

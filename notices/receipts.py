@@ -426,7 +426,16 @@ def build_document(
 
 
 def new_check_code() -> str:
-    return "".join(secrets.choice(CHECK_ALPHABET) for _ in range(CHECK_LENGTH))
+    """``CHECK_LENGTH`` symbols of ``CHECK_ALPHABET``, uniformly at random from the system's
+    CSPRNG: one number below 31**6, written in base 31 (``secrets.choice`` per symbol costs a
+    read of the system's random source each)."""
+    base = len(CHECK_ALPHABET)
+    draw = secrets.randbelow(base**CHECK_LENGTH)
+    symbols = []
+    for _ in range(CHECK_LENGTH):
+        draw, digit = divmod(draw, base)
+        symbols.append(CHECK_ALPHABET[digit])
+    return "".join(symbols)
 
 
 def new_number(issued_at: datetime) -> str:
@@ -517,6 +526,14 @@ def signed_receipt_row(
     """The ``receipts`` row of ``attempt`` settling ``notice``: a newly drawn number, signed with
     ``eseal``. Whoever inserts it must skip a number already in use and draw again
     (:func:`insert_receipt` does)."""
+    return signed_receipt(notice, attempt, eseal, now)[0]
+
+
+def signed_receipt(
+    notice: ReceiptNotice, attempt: ReceiptAttempt, eseal: ESeal, now: datetime
+) -> tuple[dict[str, Any], bytes]:
+    """:func:`signed_receipt_row`, and the canonical bytes it signed (the payload's JSON, for a
+    caller that sends it to the database as it is instead of encoding the payload again)."""
     _check_settling(notice, attempt)
     now = _aware(now)
     doc = build_document(
@@ -528,7 +545,7 @@ def signed_receipt_row(
         issued_at=now,
     )
     data = canonical_bytes(doc)
-    return {
+    row = {
         "number": doc["number"],
         "check_code": doc["check_code"],
         "notice_id": notice.id,
@@ -539,6 +556,7 @@ def signed_receipt_row(
         "key_id": eseal.key_id,
         "issued_at": now,
     }
+    return row, data
 
 
 @lru_cache(maxsize=4)

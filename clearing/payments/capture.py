@@ -34,7 +34,7 @@ from clearing.split import allocate, split_amount
 from gateways.protocol import GatewayStatus, PaymentResult
 from notices.events import event_row, record_event
 from notices.fees import business_date
-from notices.receipts import ESeal, default_eseal, insert_receipt, signed_receipt_row
+from notices.receipts import ESeal, default_eseal, insert_receipt, signed_receipt
 
 SETTLEABLE = ("unpaid", "expired")
 NON_MONEY = {
@@ -158,7 +158,7 @@ def _settle_in_one_statement(
     ensure_transition(attempt.state, AttemptState.SUCCEEDED)
     prepared = LedgerService(session).prepare(_capture_entry(attempt, notice, result, now))
     paid = _paid(attempt, result, now, AttemptState.SUCCEEDED)
-    receipt = signed_receipt_row(notice, paid, eseal or default_eseal(), now)
+    receipt, receipt_json = signed_receipt(notice, paid, eseal or default_eseal(), now)
     paid_data = _paid_event_data(paid, receipt["number"])
     outcome = _outcome("captured", paid)
     settled = settle_pg.settle(
@@ -172,6 +172,7 @@ def _settle_in_one_statement(
             "gateway_txn_id": paid.gateway_txn_id,
         },
         receipt=receipt,
+        receipt_json=receipt_json,
         event=event_row(notice, "notice.paid", paid_data, now=now, subscribed=notice.subscribed),
         notification=_notification(result, source, outcome),
         now=now,

@@ -65,7 +65,7 @@ settled_attempt AS (
     RETURNING id
 )
 SELECT new_entry.id, (SELECT id FROM receipt), (SELECT id FROM event),
-    (SELECT count(*) FROM settled_attempt), (SELECT count(*) FROM settled_notice)
+    (SELECT id FROM settled_attempt), (SELECT id FROM settled_notice)
 FROM new_entry"""
 
 
@@ -85,14 +85,17 @@ def settle(
     notice_id: int,
     attempt_values: dict[str, Any],
     receipt: dict[str, Any],
+    receipt_json: bytes,
     event: dict[str, Any],
     notification: dict[str, Any],
     now: datetime,
 ) -> Settled | None:
     """Write the settling capture; None when the entry's key exists (then nothing is written).
 
-    ``attempt_values``: ``state``, ``paid_at``, ``gateway_txn_id``; ``receipt``: the row of
-    :func:`notices.receipts.signed_receipt_row`; ``event``: the row of
+    ``attempt_values``: ``state``, ``paid_at``, ``gateway_txn_id``; ``receipt`` and
+    ``receipt_json``: the row of :func:`notices.receipts.signed_receipt` and the canonical bytes
+    it signed, stored as the payload's JSON text (the same document, encoded once); ``event``:
+    the row of
     :func:`notices.events.event_row`; ``notification``: the ``gateway_notifications`` row."""
     params = prepared.pg_params()
     params.update(
@@ -104,14 +107,16 @@ def settle(
         a_gateway_txn_id=attempt_values["gateway_txn_id"],
     )
     params.update({f"r_{k}": v for k, v in receipt.items()})
-    params["r_payload"] = Json(receipt["payload"])
+    params["r_payload"] = Json(receipt["payload"], dumps=lambda _doc: receipt_json)
     params.update({f"e_{k}": v for k, v in event.items()})
     params["e_payload"] = Json(event["payload"])
     params.update({f"g_{k}": v for k, v in notification.items()})
     rows = pg_execute(session, SETTLE_SQL, params)
     if not rows:
         return None
-    entry_id, receipt_id, event_id, attempts, notices = rows[0]
-    if (attempts, notices) != (1, 1):  # both are locked by the caller: cannot happen
-        raise RuntimeError(f"settling updated {attempts} attempt(s) and {notices} notice(s)")
+    entry_id, receipt_id, event_id, attempt, notice = rows[0]
+    if (attempt, notice) != (attempt_id, notice_id):  # both locked by the caller: cannot happen
+        raise RuntimeError(
+            f"settling attempt {attempt_id} of notice {notice_id} updated {attempt} and {notice}"
+        )
     return Settled(entry_id, receipt_id, event_id)

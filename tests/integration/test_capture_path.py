@@ -4,17 +4,18 @@ two attempts of one notice on PostgreSQL."""
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from threading import Barrier
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session
 
 from clearing.config import Settings
-from clearing.db import run_in_transaction, transaction
+from clearing.db import pg_execute, run_in_transaction, transaction
 from clearing.ledger.models import Account, JournalEntry
 from clearing.ledger.repository import LedgerRepository
 from clearing.ledger.service import LedgerService
@@ -132,6 +133,11 @@ def test_a_capture_writes_attempt_notice_receipt_event_and_notification(
     assert paid_event.payload["paid_at"] == PAID_AT.isoformat()
     assert paid_event.state == "no_webhook" and paid_event.next_attempt_at is None
     assert (logged.outcome, logged.detail) == ("captured", "notify: succeeded")
+    if db.engine.dialect.name == "postgresql":  # the JSON text stored is what was signed
+        with transaction(db.sessions) as s:
+            stored = s.scalar(text("SELECT payload::text FROM receipts"))
+        assert stored.encode() == receipts.canonical_bytes(receipt.payload)
+        assert hashlib.sha256(stored.encode()).hexdigest() == receipt.payload_sha256
 
 
 def test_the_paid_event_is_pending_when_the_department_has_a_webhook(
@@ -286,3 +292,31 @@ def test_concurrent_notifies_of_two_attempts_of_one_notice(pg, ctx, gateways, tm
     assert outcomes.count("captured") == 1 and outcomes.count("duplicate") == 1
     assert _count(pg, Receipt) == 1 and _count(pg, DepartmentEvent) == 1
     assert _count(pg, Refund) == 1
+
+
+def test_pg_execute_keeps_one_cursor_per_connection(pg) -> None:
+    """The driver statements reuse one cursor per DBAPI connection, across transactions, and a
+    new connection (after the old ones are closed) gets its own."""
+    used: list[tuple[object, object]] = []
+
+    def on_statement(conn, cursor, *_args) -> None:  # type: ignore[no-untyped-def]
+        used.append((conn.connection.driver_connection, cursor))
+
+    event.listen(pg.engine, "before_cursor_execute", on_statement)
+    try:
+        for round_ in range(2):
+            for _ in range(3):
+                with transaction(pg.sessions) as s:
+                    assert pg_execute(s, "SELECT %(x)s::int", {"x": 7}) == [(7,)]
+                    assert pg_execute(s, "SELECT 2", {}) == [(2,)]
+            if round_ == 0:
+                first = {id(driver) for driver, _cursor in used}
+                pg.engine.dispose()  # closes the pooled connections
+    finally:
+        event.remove(pg.engine, "before_cursor_execute", on_statement)
+    cursors: dict[int, set[int]] = {}
+    for driver, cursor in used:
+        assert (cursor.connection is driver and not cursor.closed) or driver.closed
+        cursors.setdefault(id(driver), set()).add(id(cursor))
+    assert all(len(ids) == 1 for ids in cursors.values())
+    assert set(cursors) - first, "the connections opened after dispose() have their own cursor"

@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import re
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -18,10 +19,13 @@ from hypothesis import strategies as st
 from clearing.config import Settings
 from clearing.errors import ConfigurationError, ValidationError
 from notices.receipts import (
+    CHECK_ALPHABET,
+    CHECK_LENGTH,
     ESeal,
     PublishedKeys,
     canonical_bytes,
     key_id_for,
+    new_check_code,
     verify_document,
     verify_published,
 )
@@ -338,3 +342,15 @@ def test_adding_a_field_anywhere_fails(data: st.DataObject, key: str, value: Any
         key = key + "\u0001"
     target[key] = value
     assert not verify_document(tampered, signature, KEYS).ok
+
+
+def test_check_codes_are_uniform_over_the_alphabet() -> None:
+    """Every symbol turns up in every position (a code is one draw written in base 31)."""
+    codes = [new_check_code() for _ in range(4000)]
+    assert all(len(c) == CHECK_LENGTH and set(c) <= set(CHECK_ALPHABET) for c in codes)
+    for position in range(CHECK_LENGTH):
+        counts = Counter(c[position] for c in codes)
+        assert set(counts) == set(CHECK_ALPHABET)
+        # 4000 draws over 31 symbols: about 129 each; a fixed or skewed digit is far outside
+        assert min(counts.values()) > 60 and max(counts.values()) < 220
+    assert len(set(codes)) > 3990
