@@ -28,7 +28,13 @@ from clearing.ledger import core
 from clearing.ledger.core import Entry
 from clearing.ledger.models import JournalEntry
 from clearing.ledger.models import Posting as PostingRow
-from clearing.ledger.repository import AccountRef, LedgerRepository, _entry_values, utcnow
+from clearing.ledger.repository import (
+    AccountRef,
+    LedgerRepository,
+    _entry_values,
+    posting_rows,
+    utcnow,
+)
 from clearing.ledger.service import LedgerService, PostedEntry
 
 _ENTRIES, _POSTINGS = JournalEntry.__table__, PostingRow.__table__
@@ -53,19 +59,7 @@ class CoreRepository(LedgerRepository):
         ).scalar()
         if entry_id is None:
             return None
-        self.session.execute(
-            INSERT_POSTINGS,
-            [
-                {
-                    "entry_id": entry_id,
-                    "account_id": accounts[p.account].id,
-                    "direction": p.direction.value,
-                    "amount": p.amount,
-                    "currency": p.currency,
-                }
-                for p in entry.postings
-            ],
-        )
+        self.session.execute(INSERT_POSTINGS, posting_rows(entry, entry_id, accounts))
         return entry_id
 
 
@@ -77,13 +71,13 @@ class CoreLedgerService(LedgerService):
 POST_SQL = """
 WITH e AS (
   INSERT INTO journal_entries (idempotency_key, business_date, created_at, description,
-                               metadata, ref_type, ref_id, reverses_id, content_hash)
-  VALUES (%s, %s, %s, %s, %s::json, %s, %s, %s, %s)
+                               metadata, ref_type, ref_id, reverses_id, content_hash, legs)
+  VALUES (%s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s)
   ON CONFLICT (idempotency_key) DO NOTHING
-  RETURNING id
+  RETURNING id, legs
 ), p AS (
-  INSERT INTO postings (entry_id, account_id, direction, amount, currency)
-  SELECT e.id, l.account_id, l.direction, l.amount, l.currency
+  INSERT INTO postings (entry_id, leg, entry_legs, account_id, direction, amount, currency)
+  SELECT e.id, l.n, e.legs, l.account_id, l.direction, l.amount, l.currency
   FROM e, unnest(%s::bigint[], %s::varchar[], %s::bigint[], %s::varchar[])
           WITH ORDINALITY AS l(account_id, direction, amount, currency, n)
   ORDER BY l.n
@@ -104,6 +98,7 @@ def _params(entry: Entry, accounts: dict[str, AccountRef], created_at, content_h
         entry.ref_id,
         entry.reverses_id,
         content_hash,
+        len(ps),
         [accounts[p.account].id for p in ps],
         [p.direction.value for p in ps],
         [p.amount for p in ps],

@@ -77,7 +77,7 @@ LABELS = {
     "lean": "prototype: one INSERT ... CTE on the session's connection, no pre-ping",
     "lean-1rt": "prototype: the same CTE as its own autocommit transaction (1 round trip)",
     "plain-notrig": "plain INSERTs, real indexes + CHECKs + FKs, no triggers",
-    "plain-nofk": "plain INSERTs, real indexes + CHECKs, FK entry_id only (no FK to accounts)",
+    "plain-nofk": "plain INSERTs, real indexes + CHECKs, FK to the entry only (none to accounts)",
 }
 TABLES = {
     "plain-bare": ("plain_entries", "plain_postings"),
@@ -100,7 +100,7 @@ ALTER TABLE {p}_entries ALTER COLUMN id SET DEFAULT nextval('{p}_entries_id_seq'
 CREATE TABLE {p}_postings (LIKE postings INCLUDING ALL);
 CREATE SEQUENCE {p}_postings_id_seq OWNED BY {p}_postings.id;
 ALTER TABLE {p}_postings ALTER COLUMN id SET DEFAULT nextval('{p}_postings_id_seq');
-ALTER TABLE {p}_postings ADD FOREIGN KEY (entry_id) REFERENCES {p}_entries (id);
+ALTER TABLE {p}_postings ADD FOREIGN KEY (entry_id, entry_legs) REFERENCES {p}_entries (id, legs);
 """
 NOTRIG_FK = (
     "ALTER TABLE notrig_postings ADD FOREIGN KEY (account_id) REFERENCES ledger_accounts (id);"
@@ -253,12 +253,12 @@ def plain_inserter(conn, kind: str, rng: random.Random, legs: int, layout: str):
     e_table, p_table = TABLES.get(kind, ("journal_entries", "postings"))
     ins_entry = (
         f"INSERT INTO {e_table} (idempotency_key, business_date, created_at, "
-        "description, metadata, ref_type, ref_id, content_hash) "
-        "VALUES (%s, %s, %s, %s, %s::json, %s, %s, %s) RETURNING id"
+        "description, metadata, ref_type, ref_id, content_hash, legs) "
+        "VALUES (%s, %s, %s, %s, %s::json, %s, %s, %s, %s) RETURNING id"
     )
     ins_posting = (
-        f"INSERT INTO {p_table} (entry_id, account_id, direction, amount, currency) "
-        "VALUES (%s, %s, %s, %s, %s)"
+        f"INSERT INTO {p_table} (entry_id, leg, entry_legs, account_id, direction, amount, "
+        "currency) VALUES (%s, %s, %s, %s, %s, %s, %s)"
     )
     with conn.cursor() as cur:
         cur.execute("SELECT code, id FROM ledger_accounts")
@@ -280,10 +280,17 @@ def plain_inserter(conn, kind: str, rng: random.Random, legs: int, layout: str):
                         ref_type,
                         key,
                         DUMMY_HASH,
+                        len(rows),
                     ),
                 )
                 eid = cur.fetchone()[0]
-                cur.executemany(ins_posting, [(eid, ids[c], d, a, "CNY") for c, d, a in rows])
+                cur.executemany(
+                    ins_posting,
+                    [
+                        (eid, leg, len(rows), ids[c], d, a, "CNY")
+                        for leg, (c, d, a) in enumerate(rows, 1)
+                    ],
+                )
             conn.commit()
         except BaseException:
             conn.rollback()

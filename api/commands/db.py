@@ -12,6 +12,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("db", help="database migrations")
     dbsub = p.add_subparsers(dest="db_command", required=True)
     up = dbsub.add_parser("upgrade", help="migrate the database to the newest revision")
+    up.add_argument(
+        "--to",
+        default="head",
+        metavar="REVISION",
+        help="migrate to this revision instead (default: head). A deploy whose head is newer "
+        f"than the oldest schema its code runs on ({migrate.OLDEST_SCHEMA}) runs --to "
+        f"{migrate.OLDEST_SCHEMA} first, rolls every process, then the upgrade to head",
+    )
     up.set_defaults(func=_upgrade)
     ck = dbsub.add_parser("check", help="fail if the models and the migrations disagree")
     ck.set_defaults(func=_check)
@@ -24,10 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     rk.set_defaults(func=_reencrypt_pii)
 
 
-def _upgrade(_args: argparse.Namespace) -> int:
+def _upgrade(args: argparse.Namespace) -> int:
     url = get_settings().effective_database_url()
-    migrate.upgrade(url)
-    print(f"database at head: {_safe(url)}")
+    migrate.upgrade(url, args.to)
+    print(f"database at {args.to}: {_safe(url)}")
     return 0
 
 

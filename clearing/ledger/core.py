@@ -19,6 +19,7 @@ from clearing.errors import Conflict, ValidationError
 
 GENESIS_HASH = "0" * 64
 MAX_AMOUNT = 10**15  # fen; far above any real payment, far below BIGINT overflow
+MAX_LEGS = 32_767  # postings per entry: the database numbers them in a SMALLINT
 
 
 class Direction(StrEnum):
@@ -121,6 +122,11 @@ class Entry:
             )
         object.__setattr__(self, "postings", tuple(self.postings))
         object.__setattr__(self, "metadata", _freeze(self.metadata))
+        if len(self.postings) > MAX_LEGS:
+            raise ValidationError(
+                f"an entry has at most {MAX_LEGS} postings, got {len(self.postings)}",
+                field="postings",
+            )
         ensure_balanced(self.postings)
 
     def differences(self, other: Entry) -> list[str]:

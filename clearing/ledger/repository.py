@@ -62,24 +62,26 @@ _INSERT_POSTINGS = insert(PostingRow.__table__)
 
 PG_ENTRY_CTES = """new_entry AS (
     INSERT INTO journal_entries (idempotency_key, business_date, created_at, description,
-        metadata, ref_type, ref_id, reverses_id, content_hash)
+        metadata, ref_type, ref_id, reverses_id, content_hash, legs)
     VALUES (%(idempotency_key)s, %(business_date)s, %(created_at)s, %(description)s,
-        %(metadata)s, %(ref_type)s, %(ref_id)s, %(reverses_id)s, %(content_hash)s)
+        %(metadata)s, %(ref_type)s, %(ref_id)s, %(reverses_id)s, %(content_hash)s, %(legs)s)
     ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id
+    RETURNING id, legs
 ), new_postings AS (
-    INSERT INTO postings (entry_id, account_id, direction, amount, currency)
-    SELECT new_entry.id, legs.account_id, legs.direction, legs.amount, legs.currency
+    INSERT INTO postings (entry_id, leg, entry_legs, account_id, direction, amount, currency)
+    SELECT new_entry.id, p.leg, new_entry.legs, p.account_id, p.direction, p.amount, p.currency
     FROM new_entry CROSS JOIN unnest(%(leg_account_id)s::bigint[], %(leg_direction)s::text[],
-        %(leg_amount)s::bigint[], %(leg_currency)s::text[])
-        AS legs (account_id, direction, amount, currency)
+        %(leg_amount)s::bigint[], %(leg_currency)s::text[]) WITH ORDINALITY
+        AS p (account_id, direction, amount, currency, leg)
     RETURNING entry_id
 )"""
 """PostgreSQL: an entry and its postings in one round trip, as two data-modifying CTEs for a
 ``WITH`` (parameters: :func:`pg_entry_params`). A replayed key inserts no entry, so no postings:
 ``new_entry`` is then empty. Other statements may add CTEs that use ``new_entry.id`` (the
-settling capture does: :mod:`clearing.payments.settle_pg`). The balance trigger is deferred to the
-commit, and the postings' foreign key is checked at the end of the statement, after the entry."""
+settling capture does: :mod:`clearing.payments.settle_pg`). Each posting's ``leg`` is its place in
+the arrays (``WITH ORDINALITY``, from 1) and ``entry_legs`` the entry's ``legs``. The balance
+trigger is deferred to the commit, and the postings' foreign key is checked at the end of the
+statement, after the entry."""
 
 _PG_INSERT_ENTRY = f"WITH {PG_ENTRY_CTES} SELECT id FROM new_entry"
 
@@ -110,7 +112,27 @@ def _entry_values(entry: Entry, created_at: datetime, content_hash: str) -> dict
         "ref_id": entry.ref_id,
         "reverses_id": entry.reverses_id,
         "content_hash": content_hash,
+        "legs": len(entry.postings),
     }
+
+
+def posting_rows(
+    entry: Entry, entry_id: int, accounts: Mapping[str, AccountRef]
+) -> list[dict[str, Any]]:
+    """The ``postings`` rows of ``entry``: ``leg`` is the place in ``entry.postings`` (from 1)."""
+    legs = len(entry.postings)
+    return [
+        {
+            "entry_id": entry_id,
+            "leg": leg,
+            "entry_legs": legs,
+            "account_id": accounts[p.account].id,
+            "direction": p.direction.value,
+            "amount": p.amount,
+            "currency": p.currency,
+        }
+        for leg, p in enumerate(entry.postings, 1)
+    ]
 
 
 def utcnow() -> datetime:
@@ -198,19 +220,7 @@ class LedgerRepository:
         ).scalar()
         if entry_id is None:
             return None
-        self.session.execute(
-            _INSERT_POSTINGS,
-            [
-                {
-                    "entry_id": entry_id,
-                    "account_id": accounts[p.account].id,
-                    "direction": p.direction.value,
-                    "amount": p.amount,
-                    "currency": p.currency,
-                }
-                for p in entry.postings
-            ],
-        )
+        self.session.execute(_INSERT_POSTINGS, posting_rows(entry, entry_id, accounts))
         return entry_id
 
     def entry_by_key(self, key: str) -> JournalEntry | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 import pytest
@@ -82,6 +84,15 @@ def test_unbalanced_entry_refused_before_the_database():
         )
 
 
+def test_entry_of_more_postings_than_the_database_can_number_refused():
+    from clearing.errors import ValidationError
+    from clearing.ledger.core import MAX_LEGS
+
+    debits = (Posting.debit("suspense", 1),) * MAX_LEGS
+    with pytest.raises(ValidationError, match=f"at most {MAX_LEGS} postings"):
+        Entry("x", date(2026, 1, 1), "long", (*debits, Posting.credit("suspense", MAX_LEGS)))
+
+
 def test_unknown_account_kind_refused(db):
     bad = Entry(
         "x",
@@ -127,58 +138,315 @@ def test_chain_is_append_only(db):
 
 def test_amount_must_be_positive(db):
     post(db, payment_entry("p"))
+    with pytest.raises(IntegrityError, match="amount_positive"):
+        _raw(db, _entry_sql("raw", 2), _posting_sql("raw", 1, 2, "D", 0))
+
+
+# An entry states its number of postings (``legs``); each posting its place (``leg``, 1..legs) --
+
+
+def _entry_sql(key: str, legs: int) -> str:
+    return (
+        "INSERT INTO journal_entries (idempotency_key, business_date, created_at, description, "
+        f"metadata, content_hash, legs) VALUES ('{key}', '2026-11-11', CURRENT_TIMESTAMP, 'raw', "
+        f"'{{}}', 'x', {legs})"
+    )
+
+
+def _posting_sql(
+    key: str,
+    leg: int,
+    entry_legs: int,
+    direction: str,
+    amount: int,
+    currency: str = "CNY",
+    account: int = 1,
+) -> str:
+    """A posting of the entry with idempotency key ``key`` (accounts 1 and 2 exist once
+    ``payment_entry("p")`` is posted)."""
+    return (
+        "INSERT INTO postings (entry_id, leg, entry_legs, account_id, direction, amount, "
+        f"currency) SELECT id, {leg}, {entry_legs}, {account}, '{direction}', {amount}, "
+        f"'{currency}' FROM journal_entries WHERE idempotency_key = '{key}'"
+    )
+
+
+def _legs(db, entry_id):
+    with db.engine.connect() as conn:
+        legs = conn.execute(
+            text("SELECT legs FROM journal_entries WHERE id = :id"), {"id": entry_id}
+        ).scalar_one()
+        rows = conn.execute(
+            text(
+                "SELECT p.leg, p.entry_legs, a.code, p.direction, p.amount FROM postings p "
+                "JOIN ledger_accounts a ON a.id = p.account_id WHERE p.entry_id = :id "
+                "ORDER BY p.leg"
+            ),
+            {"id": entry_id},
+        ).all()
+    return legs, [tuple(r) for r in rows]
+
+
+def _three_legs(key: str) -> Entry:
+    """Three legs, as a capture split between two payees has."""
+    return Entry(
+        key,
+        date(2026, 11, 11),
+        "three legs",
+        (
+            Posting.debit("gateway_clearing:alipay", 1_000),
+            Posting.credit("treasury_payable:510100-city", 994),
+            Posting.credit("gateway_fees:alipay", 6),
+        ),
+    )
+
+
+def test_entry_stores_its_legs_in_order(db):
+    posted = post(db, _three_legs("three"))
+    assert _legs(db, posted.id) == (
+        3,
+        [
+            (1, 3, "gateway_clearing:alipay", "D", 1_000),
+            (2, 3, "treasury_payable:510100-city", "C", 994),
+            (3, 3, "gateway_fees:alipay", "C", 6),
+        ],
+    )
+    with transaction(db.sessions) as s:
+        row = LedgerService(s).repo.entry(posted.id)
+        assert [p.account.code for p in row.postings] == [
+            p.account for p in _three_legs("three").postings
+        ]
+
+
+def test_entry_of_fewer_than_two_legs_refused(db):
+    post(db, payment_entry("p"))
+    with pytest.raises(IntegrityError, match="legs_at_least_two"):
+        _raw(db, _entry_sql("raw", 1), _posting_sql("raw", 1, 1, "D", 100))
+
+
+@pytest.mark.parametrize(
+    ("leg", "entry_legs"),
+    [
+        (3, 2),  # a fresh place beyond the entry's legs: the CHECK
+        (3, 3),  # ... claiming the entry has three: the foreign key (entry_id, entry_legs)
+        (2, 2),  # a place already taken: the unique (entry_id, leg)
+        (0, 2),  # no place at all
+    ],
+)
+def test_posting_added_later_to_an_entry_refused(db, leg, entry_legs):
+    post(db, payment_entry("p"))
     with pytest.raises(IntegrityError):
-        _raw(
-            db,
-            "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
-            "VALUES (1, 1, 'D', 0, 'CNY')",
+        _raw(db, _posting_sql("p", leg, entry_legs, "D", 5))
+    assert _legs(db, 1)[0] == 2 and len(_legs(db, 1)[1]) == 2
+
+
+def test_posting_racing_an_open_entry_for_its_place_refused(pg):
+    """No window while the entry's transaction is open: a posting for a place its own postings
+    hold waits on their unique key, and is refused once they commit."""
+    post(pg, payment_entry("p"))
+    with pg.engine.connect() as first:
+        first.execute(text(_entry_sql("raw", 2)))
+        first.execute(text(_posting_sql("raw", 1, 2, "D", 100)))
+        first.execute(text(_posting_sql("raw", 2, 2, "C", 100, account=2)))
+        entry_id = first.execute(
+            text("SELECT id FROM journal_entries WHERE idempotency_key = 'raw'")
+        ).scalar_one()
+        with ThreadPoolExecutor(1) as pool:
+            racer = pool.submit(_insert_posting, pg, entry_id, 2, 2)
+            time.sleep(0.3)  # the racer now waits on the first transaction's (entry_id, leg)
+            first.commit()
+            with pytest.raises(IntegrityError, match="uq_postings_entry_id_leg"):
+                racer.result(timeout=30)
+    assert _legs(pg, entry_id)[0] == 2 and len(_legs(pg, entry_id)[1]) == 2
+
+
+def test_posting_for_a_free_place_of_an_open_entry_refused(pg):
+    """Another transaction cannot reference an entry that has not committed: its foreign key
+    does not see the row (and does not wait for it)."""
+    post(pg, payment_entry("p"))
+    with pg.engine.connect() as first:
+        first.execute(text(_entry_sql("raw", 2)))
+        first.execute(text(_posting_sql("raw", 1, 2, "D", 100)))
+        entry_id = first.execute(
+            text("SELECT id FROM journal_entries WHERE idempotency_key = 'raw'")
+        ).scalar_one()
+        with pytest.raises(IntegrityError, match="fk_postings_entry_id_journal_entries"):
+            _insert_posting(pg, entry_id, 2, 2)
+        first.execute(text(_posting_sql("raw", 2, 2, "C", 100, account=2)))
+        first.commit()
+    assert _legs(pg, entry_id)[0] == 2 and len(_legs(pg, entry_id)[1]) == 2
+
+
+def _insert_posting(db, entry_id: int, leg: int, entry_legs: int) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text("SET LOCAL lock_timeout = '20s'"))
+        conn.execute(
+            text(
+                "INSERT INTO postings (entry_id, leg, entry_legs, account_id, direction, "
+                f"amount, currency) VALUES ({entry_id}, {leg}, {entry_legs}, 1, 'D', 5, 'CNY')"
+            )
         )
 
 
 def test_unbalanced_entry_refused_by_postgres_at_commit(pg):
     post(pg, payment_entry("p"))
-    with pytest.raises(DBAPIError, match="unbalanced"):
+    with pytest.raises(DBAPIError, match="unbalanced in CNY: debits - credits = 1"):
         _raw(
             pg,
-            "INSERT INTO journal_entries (idempotency_key, business_date, created_at, "
-            "description, metadata, content_hash) VALUES ('raw', '2026-11-11', now(), 'raw', "
-            "'{}', 'x')",
-            "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
-            "SELECT id, 1, 'D', 100, 'CNY' FROM journal_entries WHERE idempotency_key='raw'",
-            "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
-            "SELECT id, 2, 'C', 99, 'CNY' FROM journal_entries WHERE idempotency_key='raw'",
+            _entry_sql("raw", 2),
+            _posting_sql("raw", 1, 2, "D", 100),
+            _posting_sql("raw", 2, 2, "C", 99, account=2),
         )
 
 
-def test_single_leg_entry_refused_by_postgres(pg):
+@pytest.mark.parametrize("postings", [0, 1, 2])
+def test_entry_with_fewer_postings_than_its_legs_refused_by_postgres(pg, postings):
     post(pg, payment_entry("p"))
-    with pytest.raises(DBAPIError, match="at least two"):
-        _raw(
-            pg,
-            "INSERT INTO journal_entries (idempotency_key, business_date, created_at, "
-            "description, metadata, content_hash) VALUES ('raw', '2026-11-11', now(), 'raw', "
-            "'{}', 'x')",
-        )
+    legs = [
+        _posting_sql("raw", 1, 3, "D", 100),
+        _posting_sql("raw", 2, 3, "C", 100, account=2),
+    ][:postings]
+    with pytest.raises(DBAPIError, match=f"has {postings} posting\\(s\\); it states 3 legs"):
+        _raw(pg, _entry_sql("raw", 3), *legs)
 
 
-def test_posting_added_later_to_an_entry_refused_by_postgres(pg):
+def test_multi_currency_entry_balanced_per_currency_accepted(db):
+    posted = post(db, _fx("fx"))
+    assert _legs(db, posted.id)[0] == 4
+    with transaction(db.sessions) as s:
+        assert LedgerService(s).seal() == 1
+        assert LedgerService(s).verify().ok
+
+
+@pytest.mark.parametrize(
+    ("legs", "message"),
+    [
+        # debits equal credits over all currencies, not within each
+        ([("D", 100, "CNY"), ("C", 100, "USD")], "unbalanced in CNY: debits - credits = 100"),
+        (
+            [("D", 100, "CNY"), ("C", 100, "CNY"), ("D", 7, "USD"), ("C", 6, "USD")],
+            "unbalanced in USD: debits - credits = 1",
+        ),
+    ],
+)
+def test_multi_currency_entry_unbalanced_in_one_currency_refused_by_postgres(pg, legs, message):
     post(pg, payment_entry("p"))
-    with pytest.raises(DBAPIError, match="unbalanced"):
+    n = len(legs)
+    with pytest.raises(DBAPIError, match=message):
         _raw(
             pg,
-            "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
-            "VALUES (1, 1, 'D', 5, 'CNY')",
+            _entry_sql("raw", n),
+            *(_posting_sql("raw", i, n, d, a, c) for i, (d, a, c) in enumerate(legs, 1)),
         )
+
+
+def test_balance_check_runs_once_per_entry(pg):
+    """One execution of the deferred check per entry, whatever its legs (it used to run once
+    per row: 1 + legs times). Counted by PostgreSQL itself, in this transaction."""
+    entries = [_three_legs("three"), payment_entry("two"), _five_legs("five")]
+    with transaction(pg.sessions) as s:
+        s.execute(text("SET LOCAL track_functions = 'pl'"))
+        before = _function_calls(s)  # the backend's unflushed counts may include earlier ones
+        ledger = LedgerService(s)
+        for entry in entries:
+            ledger.post(entry)
+        s.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))  # the deferred checks run here
+        after = _function_calls(s)
+    calls = {f: n - before.get(f, 0) for f, n in after.items() if n != before.get(f, 0)}
+    assert calls == {"ledger_check_balanced": len(entries)}
+
+
+def _function_calls(session) -> dict[str, int]:
+    rows = session.execute(text("SELECT funcname, calls FROM pg_stat_xact_user_functions"))
+    return {name: calls for name, calls in rows}
+
+
+def _fx(key: str) -> Entry:
+    return Entry(
+        key,
+        date(2026, 11, 11),
+        "two currencies",
+        (
+            Posting.debit("suspense", 100, "USD"),
+            Posting.credit("refunds_payable", 100, "USD"),
+            Posting.debit("gateway_clearing:alipay", 700),
+            Posting.credit("treasury_payable:510100-city", 700),
+        ),
+    )
+
+
+@pytest.mark.parametrize(("entry", "queries"), [(_three_legs("one"), 1), (_fx("fx"), 2)])
+def test_balance_check_is_one_query_for_one_currency(pg, entry, queries):
+    """The queries the deferred check runs, as auto_explain reports them (nested statements)."""
+    with transaction(pg.sessions) as s:
+        try:
+            s.execute(text("LOAD 'auto_explain'"))
+        except DBAPIError:
+            pytest.skip("auto_explain is not installed")
+        for setting in ("log_min_duration = 0", "log_nested_statements = on"):
+            s.execute(text(f"SET LOCAL auto_explain.{setting}"))
+        s.execute(text("SET LOCAL auto_explain.log_level = 'notice'"))
+        LedgerService(s).post(entry)
+        plans: list[str] = []
+
+        def collect(diag) -> None:  # type: ignore[no-untyped-def]
+            plans.append(diag.message_primary or "")
+
+        driver = s.connection().connection.driver_connection
+        driver.add_notice_handler(collect)
+        try:
+            s.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))  # the deferred check runs here
+        finally:
+            driver.remove_notice_handler(collect)
+    statements = [p for p in plans if "Query Text:" in p]
+    assert len(statements) == queries
+    assert "count(*), min(currency), max(currency)" in statements[0]
+
+
+def _five_legs(key: str) -> Entry:
+    return Entry(
+        key,
+        date(2026, 11, 11),
+        "five legs",
+        (
+            Posting.debit("gateway_clearing:alipay", 1_000),
+            *(Posting.credit(f"treasury_payable:51010{i}-city", 250) for i in range(4)),
+        ),
+    )
+
+
+def test_only_the_entry_table_has_a_balance_trigger(pg):
+    with pg.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT tgrelid::regclass::text, tgname, tgdeferrable, tginitdeferred "
+                "FROM pg_trigger WHERE tgfoid = 'ledger_check_balanced'::regproc"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("journal_entries", "journal_entries_balanced", True, True)]
 
 
 def test_unbalanced_entry_refused_by_sqlite_when_sealed(sqlite):
     post(sqlite, payment_entry("p"))
     _raw(
         sqlite,
-        "INSERT INTO postings (entry_id, account_id, direction, amount, currency) "
-        "VALUES (1, 1, 'D', 5, 'CNY')",
+        _entry_sql("raw", 2),
+        _posting_sql("raw", 1, 2, "D", 100),
+        _posting_sql("raw", 2, 2, "C", 99, account=2),
     )
     with pytest.raises(DBAPIError, match="unbalanced"), transaction(sqlite.sessions) as s:
+        LedgerService(s).seal()
+
+
+def test_entry_missing_postings_refused_by_sqlite_when_sealed(sqlite):
+    post(sqlite, payment_entry("p"))
+    _raw(
+        sqlite,
+        _entry_sql("raw", 3),
+        _posting_sql("raw", 1, 3, "D", 100),
+        _posting_sql("raw", 2, 3, "C", 100, account=2),
+    )
+    with pytest.raises(DBAPIError, match="legs"), transaction(sqlite.sessions) as s:
         LedgerService(s).seal()
 
 
