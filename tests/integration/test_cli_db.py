@@ -6,26 +6,15 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect, text
 
-from api import runtime
-from api.cli import main
 from api.routers import health
-from clearing import config, migrate
+from clearing import migrate
 from clearing.db import make_engine
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch):
+def cli(embedded_cli):
     """``cli(*argv)`` runs ``feishui`` in-process on a fresh var dir; returns the exit code."""
-    monkeypatch.setenv("FEISHUI_VAR_DIR", str(tmp_path))
-    for name in ("FEISHUI_DATABASE_URL", "FEISHUI_ENV"):
-        monkeypatch.delenv(name, raising=False)
-    config.get_settings.cache_clear()
-    runtime.get_runtime.cache_clear()
-    yield lambda *argv: main(list(argv))
-    if runtime.get_runtime.cache_info().currsize:
-        runtime.get_runtime().engine.dispose()
-    config.get_settings.cache_clear()
-    runtime.get_runtime.cache_clear()
+    return embedded_cli
 
 
 def test_db_upgrade_to_the_oldest_schema_then_to_head(cli, capsys, tmp_path):

@@ -9,8 +9,6 @@ import pytest
 from openpyxl import load_workbook
 
 from api import runtime
-from api.cli import main
-from clearing import config
 from clearing.db import transaction
 from clearing.ledger.service import LedgerService
 from reconciliation import users
@@ -19,18 +17,9 @@ from tests.factories import payment_entry
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEISHUI_VAR_DIR", str(tmp_path))
-    for name in ("FEISHUI_DATABASE_URL", "FEISHUI_ENV", "FEISHUI_REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)
-    config.get_settings.cache_clear()
-    runtime.get_runtime.cache_clear()
-    assert main(["db", "upgrade"]) == 0
-    yield lambda *argv: main(list(argv))
-    if runtime.get_runtime.cache_info().currsize:
-        runtime.get_runtime().engine.dispose()
-    config.get_settings.cache_clear()
-    runtime.get_runtime.cache_clear()
+def cli(embedded_cli):
+    assert embedded_cli("db", "upgrade") == 0
+    return embedded_cli
 
 
 def test_user_create_token_disable(cli, capsys, monkeypatch):

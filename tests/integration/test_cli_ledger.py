@@ -10,8 +10,6 @@ from beancount.core import data
 from sqlalchemy import text
 
 from api import runtime
-from api.cli import main
-from clearing import config
 from clearing.db import transaction
 from clearing.ledger.core import Entry, Posting
 from clearing.ledger.service import LedgerService
@@ -19,19 +17,9 @@ from tests.factories import payment_entry
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch):
+def cli(embedded_cli):
     """``cli(*argv)`` runs ``feishui`` in-process on a fresh var dir; returns the exit code."""
-    monkeypatch.setenv("FEISHUI_VAR_DIR", str(tmp_path))
-    for name in ("FEISHUI_DATABASE_URL", "FEISHUI_ENV"):
-        monkeypatch.delenv(name, raising=False)
-    config.get_settings.cache_clear()
-    runtime.get_runtime.cache_clear()
-
-    yield lambda *argv: main(list(argv))
-    if runtime.get_runtime.cache_info().currsize:
-        runtime.get_runtime().engine.dispose()
-    config.get_settings.cache_clear()
-    runtime.get_runtime.cache_clear()
+    return embedded_cli
 
 
 def run(cli, capsys, *argv):

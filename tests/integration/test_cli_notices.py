@@ -6,33 +6,21 @@ import json
 
 import pytest
 
-from api import runtime
-from api.cli import main
-from clearing import config
 from notices.codes import generate_code
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
+def cli(embedded_cli, capsys):
     """``cli(*argv)`` runs ``feishui`` in-process; returns ``(exit code, stdout, stderr)``."""
-    monkeypatch.setenv("FEISHUI_VAR_DIR", str(tmp_path))
-    for name in ("FEISHUI_DATABASE_URL", "FEISHUI_ENV"):
-        monkeypatch.delenv(name, raising=False)
-    config.get_settings.cache_clear()
-    runtime.get_runtime.cache_clear()
-    assert main(["db", "upgrade"]) == 0
+    assert embedded_cli("db", "upgrade") == 0
 
     def run(*argv):
         capsys.readouterr()
-        code = main(list(argv))
+        code = embedded_cli(*argv)
         out, err = capsys.readouterr()
         return code, out, err
 
-    yield run
-    if runtime.get_runtime.cache_info().currsize:
-        runtime.get_runtime().engine.dispose()
-    config.get_settings.cache_clear()
-    runtime.get_runtime.cache_clear()
+    return run
 
 
 def test_catalogue_seed_list_add_disable(cli):

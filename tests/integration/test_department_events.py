@@ -15,8 +15,6 @@ import pytest
 from sqlalchemy import func, select, text
 
 from api import runtime
-from api.cli import main
-from clearing import config
 from clearing.config import Settings
 from clearing.db import transaction
 from clearing.errors import NotFound
@@ -390,17 +388,8 @@ def test_two_workers_deliver_each_event_exactly_once(pg, settings, receiver) -> 
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEISHUI_VAR_DIR", str(tmp_path))
-    for name in ("FEISHUI_DATABASE_URL", "FEISHUI_ENV", "FEISHUI_REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)
-    config.get_settings.cache_clear()
-    runtime.get_runtime.cache_clear()
-    yield lambda *argv: main(list(argv))
-    if runtime.get_runtime.cache_info().currsize:
-        runtime.get_runtime().engine.dispose()
-    config.get_settings.cache_clear()
-    runtime.get_runtime.cache_clear()
+def cli(embedded_cli):
+    return embedded_cli
 
 
 def test_webhook_commands(cli, capsys, receiver) -> None:
