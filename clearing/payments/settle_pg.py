@@ -95,8 +95,8 @@ def settle(
     ``attempt_values``: ``state``, ``paid_at``, ``gateway_txn_id``; ``receipt`` and
     ``receipt_json``: the row of :func:`notices.receipts.signed_receipt` and the canonical bytes
     it signed, stored as the payload's JSON text (the same document, encoded once); ``event``:
-    the row of
-    :func:`notices.events.event_row`; ``notification``: the ``gateway_notifications`` row."""
+    the row of :func:`notices.events.event_row`; ``notification``: the
+    ``gateway_notifications`` row."""
     params = prepared.pg_params()
     params.update(
         attempt_id=attempt_id,
