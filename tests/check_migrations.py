@@ -9,20 +9,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import make_url, text
+from sqlalchemy import make_url
 
 from clearing import migrate
-from clearing.db import make_engine
+from tests.support.databases import recreate_database
 
 
 def fresh_postgres(url: str) -> str:
     target = make_url(url).set(database=make_url(url).database + "_migrations")
-    admin = make_engine(target.set(database="postgres").render_as_string(hide_password=False))
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{target.database}"'))
-    admin.dispose()
-    return target.render_as_string(hide_password=False)
+    target_url = target.render_as_string(hide_password=False)
+    recreate_database(target_url)
+    return target_url
 
 
 def main(pg_url: str) -> int:

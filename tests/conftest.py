@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearing import migrate
 from clearing.db import make_engine, make_sessionmaker
 from clearing.ledger.repository import clear_account_cache
 from clearing.models import metadata
+from tests.support.databases import recreate_database
 
 PG_URL = os.environ.get(
     "FEISHUI_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/feishui_test"
@@ -52,16 +53,10 @@ class Database:
 
 @pytest.fixture(scope="session")
 def pg_engine() -> Iterator[Engine]:
-    url = make_url(PG_URL)
-    admin = make_engine(url.set(database="postgres").render_as_string(hide_password=False))
     try:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+        recreate_database(PG_URL)
     except Exception as exc:
         unavailable("PostgreSQL", exc)
-    finally:
-        admin.dispose()
     migrate.upgrade(PG_URL)
     engine = make_engine(PG_URL, pool_size=25)
     yield engine

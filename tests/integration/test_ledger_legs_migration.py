@@ -22,6 +22,7 @@ from clearing.ledger.repository import clear_account_cache
 from clearing.ledger.service import LedgerService
 from tests.conftest import PG_URL, unavailable
 from tests.factories import payment_entry
+from tests.support.databases import drop_database, recreate_database
 
 pytestmark = pytest.mark.slow
 
@@ -79,17 +80,13 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'legs.db'}"
         return
     target = make_url(PG_URL).set(database=make_url(PG_URL).database + "_legs")
-    admin = make_engine(target.set(database="postgres").render_as_string(hide_password=False))
+    target_url = target.render_as_string(hide_password=False)
     try:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+        recreate_database(target_url)
     except Exception as exc:
         unavailable("PostgreSQL", exc)
-    yield target.render_as_string(hide_password=False)
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
-    admin.dispose()
+    yield target_url
+    drop_database(target_url)
 
 
 def _seed(engine: Engine) -> None:
