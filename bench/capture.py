@@ -59,7 +59,7 @@ from _apps import BARE_DDL  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
 from clearing.config import Settings  # noqa: E402
-from clearing.db import run_in_transaction, transaction  # noqa: E402
+from clearing.db import transaction  # noqa: E402
 from clearing.ledger.service import LedgerService  # noqa: E402
 from clearing.payments.nonces import DbNonceStore  # noqa: E402
 from clearing.payments.service import PaymentContext, start_attempt  # noqa: E402
@@ -221,7 +221,7 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
     import clearing.payments.repository as repo_mod
     import clearing.payments.settle_pg as settle_mod
     import notices.receipts as receipts_mod
-    from clearing.payments.capture import apply_result
+    from clearing.payments.capture import capture
     from gateways.protocol import RawRequest
 
     sessions, eseal, adapter = setup.runtime.sessions, setup.ctx.eseal, setup.adapter
@@ -243,8 +243,8 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
 
     def one(raw: RawRequest) -> None:  # what api/routers/callbacks._handle does
         result = timed("parse_notify (RSA2 verify, decode)", adapter.parse_notify)(raw)
-        outcome = timed("apply_result in run_in_transaction (incl. commit)", run_in_transaction)(
-            sessions, lambda s: apply_result(s, result, source="notify", eseal=eseal)
+        outcome = timed("capture (read, build, one write)", capture)(
+            sessions, result, source="notify", eseal=eseal
         )
         assert outcome.outcome == "captured", outcome
 
@@ -263,14 +263,14 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
 
     # cost split (wall clock, one at a time)
     patches = [
-        (repo_mod, "lock_for_capture"),
+        (repo_mod, "read_for_capture"),
         (capture_mod, "signed_receipt"),
         (receipts_mod.ESeal, "sign"),
         (settle_mod, "settle"),
     ]
     saved = [(obj, name, getattr(obj, name)) for obj, name in patches]
-    orig_prepare = LedgerService.prepare
-    LedgerService.prepare = timed("LedgerService.prepare", orig_prepare)  # type: ignore[method-assign]
+    orig_prepare = LedgerService.prepare_committed
+    LedgerService.prepare_committed = timed("LedgerService.prepare_committed", orig_prepare)  # type: ignore[method-assign]
     for obj, name, fn in saved:
         setattr(obj, name, timed(name, fn))
     spent.clear()
@@ -282,7 +282,7 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
     wall = (time.perf_counter() - t) / len(batch) * 1000
     cpu = (time.thread_time() - c0) / len(batch) * 1000
     split = {name: v / len(batch) * 1000 for name, v in spent.items()}
-    LedgerService.prepare = orig_prepare  # type: ignore[method-assign]
+    LedgerService.prepare_committed = orig_prepare  # type: ignore[method-assign]
     for obj, name, fn in saved:
         setattr(obj, name, fn)
 
@@ -320,7 +320,7 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
         "### Profile: single captures in one process, no HTTP, no concurrency",
         "",
         f"{len(batch)} captures one after the other (what `api/routers/callbacks._handle` "
-        f"does: `adapter.parse_notify`, then `apply_result` in `run_in_transaction`): "
+        f"does: `adapter.parse_notify`, then `capture`, which is optimistic here): "
         f"**{wall:.2f} ms wall, {cpu:.2f} ms CPU of this thread per capture**. "
         f"RSA2 (2048-bit, SHA-256) verify alone: {rsa:.3f} ms; Ed25519 sign alone: "
         f"{ed:.3f} ms.",
@@ -330,21 +330,21 @@ def profile(setup: Setup, notifies: list[tuple[str, dict[str, str], bytes]]) -> 
     ]
     order = [
         "parse_notify (RSA2 verify, decode)",
-        "apply_result in run_in_transaction (incl. commit)",
-        "lock_for_capture",
-        "LedgerService.prepare",
+        "capture (read, build, one write)",
+        "read_for_capture",
+        "LedgerService.prepare_committed",
         "signed_receipt",
         "sign",
         "settle",
     ]
     labels = {
-        "lock_for_capture": "lock_for_capture (attempt and notice, one statement)",
+        "read_for_capture": "read_for_capture (attempt and notice, no lock, one statement)",
         "sign": "Ed25519 `ESeal.sign` (inside signed_receipt)",
-        "settle": "settle_pg.settle (every write, one statement)",
+        "settle": "settle_pg.settle (guard and every write, one statement, autocommit)",
     }
     for name in order:
         if name in split:
-            indent = "" if name.startswith(("parse", "apply")) else "  "
+            indent = "" if name.startswith(("parse", "capture")) else "  "
             lines.append(f"| {indent}{labels.get(name, name)} | {split[name]:.2f} |")
     lines += [
         "",

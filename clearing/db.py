@@ -8,7 +8,9 @@ deadlocks on PostgreSQL and "database is locked" on SQLite.
 from __future__ import annotations
 
 import functools
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -126,37 +128,120 @@ def pg_execute(session: Session, sql: str, params: dict[str, Any]) -> list[tuple
     rewrite the statement here). A driver error is raised as SQLAlchemy's
     :class:`DBAPIError`, as if SQLAlchemy had run the statement, so :func:`run_in_transaction`
     still retries deadlocks and serialization failures."""
+    return pg_execute_on(session.connection(), sql, params)
+
+
+def pg_execute_on(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """:func:`pg_execute` on a Core connection: in its transaction, or on its own when the
+    connection comes from :func:`pg_autocommit`."""
     import psycopg  # only PostgreSQL gets here; SQLite needs no psycopg
 
-    conn = session.connection()
-    cur = _driver_cursor(conn)
-    events = conn._has_events or conn.engine._has_events  # what SQLAlchemy itself checks
+    cur = _driver_cursor(conn, sql)
+    # A companion's statements are the application engine's to listeners (tracing, logging,
+    # tests): they are reported to that engine's listeners.
+    owner = _parents.get(conn.engine)
+    parent = owner() if owner is not None else None
+    dispatch = conn.dispatch if parent is None else parent.dispatch
+    events = conn._has_events or (parent or conn.engine)._has_events  # as SQLAlchemy checks
     try:
         if events:  # tracing, logging and tests see the statement as if SQLAlchemy ran it
-            conn.dispatch.before_cursor_execute(conn, cur, sql, params, None, False)
+            dispatch.before_cursor_execute(conn, cur, sql, params, None, False)
         cur.execute(sql, params)
         rows = cur.fetchall()  # not cur.description: it builds a Column per column
         if events:
-            conn.dispatch.after_cursor_execute(conn, cur, sql, params, None, False)
+            dispatch.after_cursor_execute(conn, cur, sql, params, None, False)
         return rows
     except psycopg.Error as exc:
         raise DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
 
 
-_CURSOR_KEY = "feishui.pg_execute.cursor"
+@contextmanager
+def pg_autocommit(engine: Engine) -> Iterator[Connection]:
+    """A PostgreSQL connection on which each :func:`pg_execute_on` statement is its own
+    transaction: no ``BEGIN`` and no ``COMMIT``, two round trips fewer. For a caller whose one
+    write is one statement (the optimistic capture, decision 0010).
+
+    The connection comes from a companion pool of ``engine`` (:func:`autocommit_engine`): its
+    connections are in the driver's autocommit for life, and it does not ping a connection at
+    checkout. The caller must therefore treat a lost connection as a reason to do its work the
+    ordinary way: its statements are one-statement transactions, so a failed one left nothing
+    behind, and the ordinary path (pinged, in a transaction) looks again before it writes.
+    :func:`discard_if_broken` drops such a connection from the pool."""
+    with autocommit_engine(engine).connect() as conn:
+        yield conn
 
 
-def _driver_cursor(conn: Connection) -> Any:
-    """One psycopg cursor per DBAPI connection, kept in the pool's record of it for the life of
-    the connection: a cursor's adaptation context keeps the dumpers it found for each parameter
-    type, which a new cursor per statement would look up again (a third of the cost of sending
-    the settling capture's 40 parameters). A connection is checked out to one thread at a time,
-    and so is its cursor."""
+def owner_engine(engine: Engine) -> Engine:
+    """The application's engine of a companion (:func:`autocommit_engine`), else ``engine``."""
+    owner = _parents.get(engine)
+    parent = owner() if owner is not None else None
+    return engine if parent is None else parent
+
+
+def discard_if_broken(conn: Connection) -> None:
+    """If ``conn``'s DBAPI connection is lost: invalidate it, and start its pool afresh (as
+    SQLAlchemy does on a disconnect it detects itself): a lost connection most often means the
+    server restarted or the network failed, and the other pooled connections are gone too."""
+    driver = conn.connection.driver_connection
+    if driver is None or driver.closed or getattr(driver, "broken", False):
+        conn.invalidate()
+        conn.engine.dispose()
+
+
+_companions: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_companions_lock = threading.Lock()
+_parents: weakref.WeakKeyDictionary[Engine, weakref.ref[Engine]] = weakref.WeakKeyDictionary()
+"""Companion -> its engine, both weakly: the engine keeps its companion alive (the dispose
+listener), not the other way round."""
+
+
+def autocommit_engine(engine: Engine) -> Engine:
+    """The companion of a PostgreSQL ``engine`` for :func:`pg_autocommit`: the same database and
+    pool size, ``isolation_level="AUTOCOMMIT"`` (set once per connection, when it opens), no
+    pre-ping. Made on first use, one per engine, and disposed with it."""
+    companion = _companions.get(engine)
+    if companion is not None:
+        return companion
+    with _companions_lock:
+        companion = _companions.get(engine)
+        if companion is None:
+            pool = engine.pool
+            companion = create_engine(
+                engine.url,
+                echo=engine.echo,
+                isolation_level="AUTOCOMMIT",
+                pool_size=pool.size(),  # type: ignore[attr-defined]
+                max_overflow=pool._max_overflow,  # type: ignore[attr-defined]
+                pool_pre_ping=False,
+            )
+            _parents[companion] = weakref.ref(engine)
+            event.listen(engine, "engine_disposed", lambda _e: companion.dispose())
+            _companions[engine] = companion
+    return companion
+
+
+_CURSORS_KEY = "feishui.pg_execute.cursors"
+_MAX_CURSORS = 32
+
+
+def _driver_cursor(conn: Connection, sql: str) -> Any:
+    """One psycopg cursor per statement and DBAPI connection, kept in the pool's record of the
+    connection for its life. A cursor keeps its adaptation context (the dumper found for each
+    parameter type, which is most of the cost of sending the settling capture's 45 parameters)
+    only while it runs the same query object again: a cursor shared by two statements would
+    look every dumper up again at each switch. The hot paths run a handful of fixed statements;
+    past :data:`_MAX_CURSORS` the connection's cursors are closed and made anew. A connection
+    is checked out to one thread at a time, and so are its cursors."""
     record = conn.connection
     driver = record.driver_connection
-    cur = record.info.get(_CURSOR_KEY)
+    cursors: dict[str, Any] = record.info.setdefault(_CURSORS_KEY, {})
+    cur = cursors.get(sql)
     if cur is None or cur.closed or cur.connection is not driver:
-        cur = record.info[_CURSOR_KEY] = driver.cursor()  # type: ignore[union-attr]
+        if len(cursors) >= _MAX_CURSORS:
+            for old in cursors.values():
+                old.close()
+            cursors.clear()
+        cur = cursors[sql] = driver.cursor()  # type: ignore[union-attr]
     return cur
 
 

@@ -15,9 +15,9 @@ from fastapi.responses import Response
 
 from api.deps import get_runtime
 from clearing import metrics
-from clearing.db import run_in_transaction, transaction
+from clearing.db import transaction
 from clearing.errors import NotFound
-from clearing.payments.capture import apply_result
+from clearing.payments.capture import capture
 from clearing.payments.models import GatewayNotification
 from clearing.payments.tasks import after_commit
 from gateways.protocol import RawRequest, VerificationError
@@ -60,9 +60,7 @@ def _handle(request: Request, gateway: str, adapter, raw: RawRequest) -> bool:  
             )
         return False
     eseal = request.app.state.payments.eseal
-    outcome = run_in_transaction(
-        sessions, lambda s: apply_result(s, result, source="notify", eseal=eseal)
-    )
+    outcome = capture(sessions, result, source="notify", eseal=eseal)
     after_commit(outcome, sessions, request.app.state.payments)
     metrics.captures.labels(gateway=gateway, outcome=outcome.outcome).inc()
     return outcome.acknowledged

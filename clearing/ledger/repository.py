@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     Engine,
     and_,
     case,
@@ -19,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from clearing.db import pg_execute
+from clearing.db import owner_engine, pg_execute, pg_execute_on
 from clearing.errors import ValidationError
 from clearing.ledger import chart
 from clearing.ledger.core import AccountType, Entry, Posting
@@ -44,6 +45,28 @@ def clear_account_cache() -> None:
     _cache.clear()
 
 
+_PG_SELECT_ACCOUNTS = (
+    "SELECT id, code, type, currency FROM ledger_accounts WHERE code = ANY(%(codes)s::text[])"
+)
+
+
+def committed_accounts(conn: Connection, codes: Iterable[str]) -> dict[str, AccountRef] | None:
+    """PostgreSQL, on a connection outside any transaction (:func:`clearing.db.pg_autocommit`):
+    the accounts of ``codes`` from the engine's cache, the others read (committed, so cached in
+    turn). None if one does not exist yet: only :meth:`LedgerRepository.accounts`, in a
+    transaction, opens accounts."""
+    cache = _cache.setdefault(owner_engine(conn.engine), {})
+    wanted = set(codes)
+    found = {code: cache[code] for code in wanted if code in cache}
+    if len(found) < len(wanted):
+        missing = sorted(wanted - found.keys())
+        for id_, code, type_, currency in pg_execute_on(
+            conn, _PG_SELECT_ACCOUNTS, {"codes": missing}
+        ):
+            found[code] = cache[code] = AccountRef(id_, code, AccountType(type_), currency)
+    return found if len(found) == len(wanted) else None
+
+
 def upsert(session: Session, model: type) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that supports ON CONFLICT on both PostgreSQL and SQLite."""
     dialect = session.get_bind().dialect.name
@@ -60,11 +83,24 @@ _SQLITE_INSERT_ENTRY = (
 _INSERT_POSTINGS = insert(PostingRow.__table__)
 
 
-PG_ENTRY_CTES = """new_entry AS (
+def pg_entry_ctes(source: str | None = None) -> str:
+    """PostgreSQL: an entry and its postings in one round trip, as two data-modifying CTEs for a
+    ``WITH`` (parameters: :func:`pg_entry_params`). A replayed key inserts no entry, so no
+    postings: ``new_entry`` is then empty. Other statements may add CTEs that use
+    ``new_entry.id`` (the settling capture does: :mod:`clearing.payments.settle_pg`). Each
+    posting's ``leg`` is its place in the arrays (``WITH ORDINALITY``, from 1) and
+    ``entry_legs`` the entry's ``legs``. The balance trigger is deferred to the commit, and the
+    postings' foreign key is checked at the end of the statement, after the entry.
+
+    ``source``: the name of an earlier CTE; the entry is then inserted once per row of it (the
+    settling capture's guard: no row, no entry, nothing at all)."""
+    values = """%(idempotency_key)s, %(business_date)s, %(created_at)s, %(description)s,
+        %(metadata)s, %(ref_type)s, %(ref_id)s, %(reverses_id)s, %(content_hash)s, %(legs)s"""
+    rows = f"VALUES ({values})" if source is None else f"SELECT {values} FROM {source}"
+    return f"""new_entry AS (
     INSERT INTO journal_entries (idempotency_key, business_date, created_at, description,
         metadata, ref_type, ref_id, reverses_id, content_hash, legs)
-    VALUES (%(idempotency_key)s, %(business_date)s, %(created_at)s, %(description)s,
-        %(metadata)s, %(ref_type)s, %(ref_id)s, %(reverses_id)s, %(content_hash)s, %(legs)s)
+    {rows}
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, legs
 ), new_postings AS (
@@ -75,13 +111,10 @@ PG_ENTRY_CTES = """new_entry AS (
         AS p (account_id, direction, amount, currency, leg)
     RETURNING entry_id
 )"""
-"""PostgreSQL: an entry and its postings in one round trip, as two data-modifying CTEs for a
-``WITH`` (parameters: :func:`pg_entry_params`). A replayed key inserts no entry, so no postings:
-``new_entry`` is then empty. Other statements may add CTEs that use ``new_entry.id`` (the
-settling capture does: :mod:`clearing.payments.settle_pg`). Each posting's ``leg`` is its place in
-the arrays (``WITH ORDINALITY``, from 1) and ``entry_legs`` the entry's ``legs``. The balance
-trigger is deferred to the commit, and the postings' foreign key is checked at the end of the
-statement, after the entry."""
+
+
+PG_ENTRY_CTES = pg_entry_ctes()
+"""The entry CTEs of :func:`pg_entry_ctes` inserting one entry unconditionally."""
 
 _PG_INSERT_ENTRY = f"WITH {PG_ENTRY_CTES} SELECT id FROM new_entry"
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from clearing.errors import Conflict, FeishuiError, NotFound
@@ -22,6 +23,7 @@ from clearing.ledger.core import AccountType, Entry, IdempotencyConflict
 from clearing.ledger.repository import (
     AccountRef,
     LedgerRepository,
+    committed_accounts,
     pg_entry_params,
     to_core,
     utcnow,
@@ -110,6 +112,19 @@ class LedgerService:
             raise ValueError("a reversal is posted with post() or reverse(), never prepared")
         return self._prepared(entry, self._accounts(entry))
 
+    @classmethod
+    def prepare_committed(cls, conn: Connection, entry: Entry) -> PreparedEntry | None:
+        """:meth:`prepare` without a session or a transaction (PostgreSQL, the optimistic
+        capture): None if an account of ``entry`` does not exist yet (the caller then takes the
+        ordinary path, which opens it)."""
+        if entry.reverses_id is not None:
+            raise ValueError("a reversal is posted with post() or reverse(), never prepared")
+        accounts = committed_accounts(conn, {p.account for p in entry.postings})
+        if accounts is None:
+            return None
+        cls._check_currencies(entry, accounts)
+        return cls._prepared(entry, accounts)
+
     @staticmethod
     def _prepared(entry: Entry, accounts: dict[str, AccountRef]) -> PreparedEntry:
         created_at = utcnow()
@@ -157,7 +172,8 @@ class LedgerService:
             )
         return PostedEntry(row.id, row.created_at, stored, replayed=True)
 
-    def _check_currencies(self, entry: Entry, accounts: dict) -> None:
+    @staticmethod
+    def _check_currencies(entry: Entry, accounts: dict) -> None:
         for p in entry.postings:
             if accounts[p.account].currency != p.currency:
                 raise core.UnbalancedEntry(

@@ -1,15 +1,22 @@
 """Capture: turn a verified gateway statement (a notify or a query answer) into money, once.
 
-One database transaction: lock the attempt, then the notice (always in that order, so two
-attempts of one notice cannot deadlock); post the journal entry (its idempotency key,
-``capture:<order_id>``, is the database's own guarantee of exactly once); mark the notice paid
-and issue the receipt. A success for a notice that is already settled is a *duplicate payment*:
-it is captured to ``refunds_payable`` and a refund of it is opened automatically.
+Exactly once is the database's guarantee: the journal entry's idempotency key,
+``capture:<order_id>``, is unique, and at most one attempt settles a notice (a unique
+``settles_notice_id``). A success for a notice that is already settled is a *duplicate
+payment*: it is captured to ``refunds_payable`` and a refund of it is opened automatically.
 
-No ORM work on this path. On PostgreSQL a settling capture is two statements on the driver: the
-attempt and its notice locked together (:func:`clearing.payments.repository.lock_for_capture`),
-then every write (:mod:`clearing.payments.settle_pg`). On SQLite it is 9 prebuilt Core
-statements. See docs/decisions/0008-driver-statements-on-hot-paths.md.
+:func:`capture` is the entry point (notifies, the query job). On PostgreSQL it first tries the
+**optimistic capture**: the attempt and its notice read without locks and outside any
+transaction, the entry, receipt and event built and signed, then one statement that is its own
+transaction (:mod:`clearing.payments.settle_pg`): it locks both rows, attempt then notice, and
+writes everything only if neither row changed since it was read. No ``BEGIN``, no ``COMMIT``:
+two statements in all (decision 0010). Whenever that statement writes nothing, or the case is
+not a plain settling capture, :func:`apply_result` decides in an ordinary transaction: lock the
+attempt, then the notice (always in that order, so two attempts of one notice cannot deadlock),
+look, post, settle, log. On SQLite only the ordinary transaction runs.
+
+No ORM work on either path: Core statements and, on PostgreSQL, statements on the driver
+(docs/decisions/0008-driver-statements-on-hot-paths.md).
 """
 
 from __future__ import annotations
@@ -20,8 +27,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
+from clearing.db import discard_if_broken, pg_autocommit, run_in_transaction
 from clearing.ledger.core import Entry, Posting
 from clearing.ledger.service import LedgerService
 from clearing.money import format_fen
@@ -29,7 +39,7 @@ from clearing.payments import repository as repo
 from clearing.payments import settle_pg
 from clearing.payments.ids import new_refund_id
 from clearing.payments.repository import AttemptView, NoticeView
-from clearing.payments.states import MONEY, OPEN, AttemptState, ensure_transition
+from clearing.payments.states import MONEY, OPEN, TRANSITIONS, AttemptState, ensure_transition
 from clearing.split import allocate, split_amount
 from gateways.protocol import GatewayStatus, PaymentResult
 from notices.events import event_row, record_event
@@ -37,6 +47,7 @@ from notices.fees import business_date
 from notices.receipts import ESeal, default_eseal, insert_receipt, signed_receipt
 
 SETTLEABLE = ("unpaid", "expired")
+UNIQUE_VIOLATION = "23505"
 NON_MONEY = {
     GatewayStatus.FAILED: AttemptState.FAILED,
     GatewayStatus.CLOSED: AttemptState.CANCELLED,
@@ -60,6 +71,102 @@ class CaptureOutcome:
     def acknowledged(self) -> bool:
         """Whether to tell the gateway 'received' (it then stops retrying)."""
         return self.outcome != "unknown_order"
+
+
+def capture(
+    sessions: sessionmaker[Session],
+    result: PaymentResult,
+    *,
+    source: str,
+    now: datetime | None = None,
+    eseal: ESeal | None = None,
+) -> CaptureOutcome:
+    """Apply a verified statement about an order, in a transaction of its own: the optimistic
+    capture on PostgreSQL when the statement settles a notice, else (or when it writes nothing)
+    :func:`apply_result` in :func:`~clearing.db.run_in_transaction`. Idempotent."""
+    now = now or datetime.now(UTC)
+    engine: Engine = sessions.kw["bind"]
+    if result.status is GatewayStatus.SUCCEEDED and engine.dialect.name == "postgresql":
+        captured = _capture_optimistically(engine, result, source, now, eseal or default_eseal())
+        if captured is not None:
+            return captured
+    return run_in_transaction(
+        sessions, lambda s: apply_result(s, result, source=source, now=now, eseal=eseal)
+    )
+
+
+def _capture_optimistically(
+    engine: Engine, result: PaymentResult, source: str, now: datetime, eseal: ESeal
+) -> CaptureOutcome | None:
+    """PostgreSQL: what :func:`apply_result` does for a success that settles its notice, in two
+    statements and no transaction around them (:mod:`clearing.payments.settle_pg`). None when
+    nothing was written and the ordinary path must decide: not a plain settling capture (an
+    unknown order, money already taken, an amount that differs, a notice not payable, a ledger
+    account not opened yet), a row changed since it was read, the entry's key exists, a
+    receipt number in use, a deadlock or serialization failure."""
+    with pg_autocommit(engine) as conn:
+        try:
+            return _read_then_write(conn, result, source, now, eseal)
+        except OperationalError:
+            # The connection was lost (the companion pool does not ping), the statement was
+            # cancelled, or a deadlock or serialization failure rolled it back. A read changed
+            # nothing, and a write either committed whole or not at all: the ordinary path
+            # locks and looks, and finds the capture done or does it.
+            discard_if_broken(conn)
+            return None
+        except IntegrityError as exc:  # rolled back whole: the statement was the transaction
+            if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
+                return None  # a receipt number in use, say: the ordinary path draws again
+            raise
+
+
+def _read_then_write(
+    conn: Connection, result: PaymentResult, source: str, now: datetime, eseal: ESeal
+) -> CaptureOutcome | None:
+    """The optimistic capture's read and its write on ``conn``; None when nothing was written
+    (not a plain settling capture; a row changed since the read; the entry's key exists)."""
+    read = repo.read_for_capture(conn, result.order_id)
+    if read is None:
+        return None
+    attempt, notice, versions = read
+    if (
+        attempt.gateway != result.gateway
+        or AttemptState.SUCCEEDED not in TRANSITIONS[AttemptState(attempt.state)]
+        or result.amount_fen != attempt.amount
+        or notice.status not in SETTLEABLE
+    ):
+        return None
+    prepared = LedgerService.prepare_committed(conn, _capture_entry(attempt, notice, result, now))
+    if prepared is None:
+        return None
+    paid = _paid(attempt, result, now, AttemptState.SUCCEEDED)
+    receipt, receipt_json = signed_receipt(notice, paid, eseal, now)
+    outcome = _outcome("captured", paid)
+    event = event_row(
+        notice,
+        "notice.paid",
+        _paid_event_data(paid, receipt["number"]),
+        now=now,
+        subscribed=notice.subscribed,
+    )
+    settled = settle_pg.settle(
+        conn,
+        prepared,
+        attempt_id=attempt.id,
+        notice_id=notice.id,
+        versions=versions,
+        attempt_values={
+            "state": paid.state,
+            "paid_at": paid.paid_at,
+            "gateway_txn_id": paid.gateway_txn_id,
+        },
+        receipt=receipt,
+        receipt_json=receipt_json,
+        event=event,
+        notification=_notification(result, source, outcome),
+        now=now,
+    )
+    return None if settled is None else replace(outcome, journal_entry_id=settled.entry_id)
 
 
 def apply_result(
@@ -96,10 +203,6 @@ def apply_result(
     notice = notice or repo.lock_notice(session, attempt.notice_id)
     if notice.status not in SETTLEABLE:
         return _log(session, result, source, _duplicate(session, attempt, notice, result, now))
-    if session.get_bind().dialect.name == "postgresql":
-        settled = _settle_in_one_statement(session, attempt, notice, result, source, now, eseal)
-        if settled is not None:
-            return settled
     return _log(session, result, source, _settle(session, attempt, notice, result, now, eseal))
 
 
@@ -141,49 +244,6 @@ def _settle(
         subscribed=notice.subscribed,
     )
     return _outcome("captured", paid, posted.id)
-
-
-def _settle_in_one_statement(
-    session: Session,
-    attempt: AttemptView,
-    notice: NoticeView,
-    result: PaymentResult,
-    source: str,
-    now: datetime,
-    eseal: ESeal | None,
-) -> CaptureOutcome | None:
-    """PostgreSQL: what :func:`_settle` and :func:`_log` write, in one statement
-    (:mod:`clearing.payments.settle_pg`). None when the entry's key exists: nothing was written
-    and :func:`_settle` runs (it replays or refuses the key)."""
-    ensure_transition(attempt.state, AttemptState.SUCCEEDED)
-    prepared = LedgerService(session).prepare(_capture_entry(attempt, notice, result, now))
-    paid = _paid(attempt, result, now, AttemptState.SUCCEEDED)
-    receipt, receipt_json = signed_receipt(notice, paid, eseal or default_eseal(), now)
-    paid_data = _paid_event_data(paid, receipt["number"])
-    outcome = _outcome("captured", paid)
-    settled = settle_pg.settle(
-        session,
-        prepared,
-        attempt_id=attempt.id,
-        notice_id=notice.id,
-        attempt_values={
-            "state": paid.state,
-            "paid_at": paid.paid_at,
-            "gateway_txn_id": paid.gateway_txn_id,
-        },
-        receipt=receipt,
-        receipt_json=receipt_json,
-        event=event_row(notice, "notice.paid", paid_data, now=now, subscribed=notice.subscribed),
-        notification=_notification(result, source, outcome),
-        now=now,
-    )
-    if settled is None:
-        return None
-    if settled.receipt_id is None:  # the number was in use: the receipt and event the usual way
-        issued = insert_receipt(session, notice, paid, eseal, now)
-        data = _paid_event_data(paid, issued.number)
-        record_event(session, notice, "notice.paid", data, now=now, subscribed=notice.subscribed)
-    return replace(outcome, journal_entry_id=settled.entry_id)
 
 
 def _paid_event_data(attempt: AttemptView, receipt_number: str) -> dict[str, str]:

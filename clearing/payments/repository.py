@@ -14,11 +14,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Update, bindparam, exists, insert, select, true, update
+from sqlalchemy import (
+    Select,
+    Update,
+    bindparam,
+    exists,
+    insert,
+    literal_column,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from clearing.db import pg_execute, pg_sql
+from clearing.db import pg_execute, pg_execute_on, pg_sql
 from clearing.payments.models import GatewayNotification, PaymentAttempt, Refund
 from notices.event_models import DepartmentWebhook
 from notices.models import Department, Notice, NoticeItem
@@ -174,6 +184,26 @@ def _lock_for_capture_statement() -> Select[Any]:
     )
 
 
+def _read_for_capture_statement() -> Select[Any]:
+    """PostgreSQL: what :func:`_lock_for_capture_statement` reads, without locking, and first
+    the version of the attempt's row and of the notice's (their ``xmin``: the transaction that
+    wrote that version of the row; any change to the row makes a new version)."""
+    return (
+        select(
+            literal_column("payment_attempts.xmin::text").label("attempt_version"),
+            literal_column("notices.xmin::text").label("notice_version"),
+            *(_attempts.c[c] for c in _ATTEMPT_COLUMNS),
+            *_notice_columns(),
+        )
+        .select_from(_attempts)
+        .join(_notices, _notices.c.id == _attempts.c.notice_id)
+        .join(_departments, _departments.c.id == _notices.c.department_id)
+        .join(_items, _items.c.notice_id == _notices.c.id)
+        .where(_attempts.c.order_id == bindparam("order_id"))
+        .order_by(_items.c.line_no)
+    )
+
+
 # Built once, at import; each engine compiles them once per dialect and caches the result.
 _LOCK_ATTEMPT = (
     select(*(_attempts.c[c] for c in _ATTEMPT_COLUMNS))
@@ -182,6 +212,7 @@ _LOCK_ATTEMPT = (
 )
 _LOCK_NOTICE = _lock_notice_statement()
 _LOCK_FOR_CAPTURE = _lock_for_capture_statement()
+_READ_FOR_CAPTURE = _read_for_capture_statement()
 # No VALUES: the SET clause is the columns of the parameters given at execution.
 _UPDATE_ATTEMPT = update(_attempts).where(_attempts.c.id == bindparam("attempt_id"))
 _UPDATE_NOTICE = update(_notices).where(_notices.c.id == bindparam("notice_id"))
@@ -263,6 +294,33 @@ def lock_for_capture(session: Session, order_id: str) -> tuple[AttemptView, Noti
         return None
     width = len(_ATTEMPT_COLUMNS)
     return AttemptView(*rows[0][:width]), _notice_view(rows, width)
+
+
+@dataclass(frozen=True, slots=True)
+class Versions:
+    """The versions of an attempt's row and of its notice's, as read (PostgreSQL ``xmin``)."""
+
+    attempt: str
+    notice: str
+
+
+def read_for_capture(
+    conn: Connection, order_id: str
+) -> tuple[AttemptView, NoticeView, Versions] | None:
+    """PostgreSQL, outside any transaction: the attempt with ``order_id`` and its notice, as
+    :func:`lock_for_capture` reads them but without locks, and the version of each row, for a
+    write that must find both rows unchanged (:mod:`clearing.payments.settle_pg`). None if
+    there is no such attempt."""
+    rows = pg_execute_on(conn, pg_sql(_READ_FOR_CAPTURE), {"order_id": order_id})
+    if not rows:
+        return None
+    width = 2 + len(_ATTEMPT_COLUMNS)
+    first = rows[0]
+    return (
+        AttemptView(*first[2:width]),
+        _notice_view(rows, width),
+        Versions(first[0], first[1]),
+    )
 
 
 def _notice_view(rows: Sequence[Sequence[Any]], offset: int) -> NoticeView:

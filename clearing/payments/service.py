@@ -1,8 +1,8 @@
 """Payment attempts: start one (routing, fixed amount, redirect), and settle what gateways say.
 
 Gateway calls are made outside database locks: :func:`start_attempt` holds no lock (it inserts a
-new attempt), and the query path asks the gateway first, then applies the answer in its own
-transaction through :func:`clearing.payments.capture.apply_result`.
+new attempt), and the query path asks the gateway first, then applies the answer through
+:func:`clearing.payments.capture.capture`.
 """
 
 from __future__ import annotations

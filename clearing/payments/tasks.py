@@ -24,7 +24,7 @@ from clearing.config import get_settings
 from clearing.db import run_in_transaction
 from clearing.jobs import enqueue
 from clearing.payments import refunds
-from clearing.payments.capture import CaptureOutcome, apply_result
+from clearing.payments.capture import CaptureOutcome, capture
 from clearing.payments.models import Refund
 from clearing.payments.service import PaymentContext, expire_if_due, get_attempt, open_attempts
 from gateways.protocol import GatewayUnavailable
@@ -59,9 +59,7 @@ def query_attempt(
         ctx.router.failure(gateway)
         return None
     ctx.router.success(gateway)
-    outcome = run_in_transaction(
-        sessions, lambda s: apply_result(s, answer, source="query", now=now, eseal=ctx.eseal)
-    )
+    outcome = capture(sessions, answer, source="query", now=now, eseal=ctx.eseal)
     after_commit(outcome, sessions, ctx)
     metrics.captures.labels(gateway=gateway, outcome=outcome.outcome).inc()
     run_in_transaction(sessions, lambda s: expire_if_due(s, order_id, answer, now))

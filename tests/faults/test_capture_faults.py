@@ -21,6 +21,7 @@ from clearing.payments.tasks import process_submitted_refunds, query_attempt
 from gateways.protocol import GatewayUnavailable
 from notices.models import Notice
 from notices.receipt_models import Receipt
+from notices.service import today_in_shanghai
 from tests.e2e.test_payment_flow import act, open_gateway
 from tests.faults.helpers import assert_sound, simulator
 
@@ -34,7 +35,90 @@ def _attempt(db, order_id: str) -> PaymentAttempt:
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # a backend to terminate
-def test_connection_dropped_at_the_capture_commit_then_the_retry_captures_once(db, platform):
+def test_connection_dropped_as_the_optimistic_write_is_sent_then_the_ordinary_path_captures(
+    db, platform
+):
+    """The optimistic capture's one write statement is its transaction, on a connection that
+    was not pinged. The connection dies as the write is sent: nothing is half-written, the
+    dead connection leaves the pool, and the same request captures the ordinary way (it locks
+    and looks first, so it could not capture twice had the write committed). The gateway's
+    late retries are acknowledged without a second capture."""
+    pg = db
+    client, notice = platform("alipay")
+    order_id = open_gateway(client, notice["payment_code"], "wallet")
+    act(client, "alipay", order_id, "pay_lose_notify")
+    _url, headers, body = simulator(client, "alipay").build_notify(
+        simulator(client, "alipay").book.get(order_id)
+    )
+    # The first capture of this database opened its ledger accounts the ordinary way; a second
+    # notice, paid with the accounts in place, is the optimistic one.
+    order_id, body, headers = _second_payment(client, order_id, body, headers)
+    dropped: list[int] = []
+    statements: list[str] = []
+
+    def kill_own_backend(conn, cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(" ".join(statement.split()[:2]))
+        if dropped or not statement.startswith("WITH guard_attempt"):
+            return
+        pid = cursor.connection.info.backend_pid
+        with pg.engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            other.commit()
+        dropped.append(pid)
+
+    event.listen(Engine, "before_cursor_execute", kill_own_backend)  # the app has its own
+    try:
+        first = client.post(NOTIFY, content=body, headers=headers)
+    finally:
+        event.remove(Engine, "before_cursor_execute", kill_own_backend)
+    assert dropped and first.status_code == 200 and first.text.strip() == "success"
+    write = statements.index("WITH guard_attempt")  # the optimistic write, then ordinary
+    assert [words.split()[0] for words in statements[:write]] in (["SELECT"], ["SELECT"] * 2)
+    assert "INSERT INTO" in statements[write + 1 :]
+    assert _attempt(pg, order_id).state == "succeeded"
+
+    again = client.post(NOTIFY, content=body, headers=headers)  # the gateway retries, late
+    assert again.text.strip() == "success"
+    with transaction(pg.sessions) as s:
+        outcomes = s.scalars(
+            select(GatewayNotification.outcome).where(GatewayNotification.order_id == order_id)
+        ).all()
+    assert sorted(outcomes) == ["already_captured", "captured"]
+    assert_sound(pg, entries=2, paid_notices=2)
+
+
+def _second_payment(client, first_order: str, body: bytes, headers: dict):  # type: ignore[no-untyped-def]
+    """Capture ``first_order`` (its notify: ``body``, ``headers``); then open a second notice,
+    pay it with its notify lost, and return that order and its notify."""
+    assert client.post(NOTIFY, content=body, headers=headers).text.strip() == "success"
+    created = client.post(
+        "/v1/notices",
+        headers={"Authorization": f"Bearer {client.keys['police']}"},
+        json={
+            "kind": "traffic_fine",
+            "payer": {"name": "张小三"},  # the name open_gateway looks for, masked
+            "items": [{"item_code": "TF-RED-LIGHT"}],
+            "decision_date": today_in_shanghai().isoformat(),
+            "reference": "JT-2026-002",
+            "description": "闯红灯",
+        },
+    )
+    assert created.status_code == 201, created.text
+    second = created.json()
+    order_id = open_gateway(client, second["payment_code"], "wallet")
+    act(client, "alipay", order_id, "pay_lose_notify")
+    sim = simulator(client, "alipay")
+    _url, headers, body = sim.build_notify(sim.book.get(order_id))
+    return order_id, body, headers
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # a backend to terminate
+def test_connection_dropped_at_the_ordinary_capture_commit_then_the_retry_captures_once(
+    db, platform
+):
+    """The ordinary path (the first capture of a database takes it: its ledger accounts are not
+    cached yet): the connection dies just before COMMIT."""
     pg = db
     client, notice = platform("alipay")
     order_id = open_gateway(client, notice["payment_code"], "wallet")
@@ -45,10 +129,9 @@ def test_connection_dropped_at_the_capture_commit_then_the_retry_captures_once(d
     dropped, capturing = [], set()
 
     def note_capture(conn, _cursor, statement, params, _context, _many) -> None:  # type: ignore[no-untyped-def]
-        # The settling capture writes its gateway notification in its one write statement
-        # (clearing.payments.settle_pg), in its transaction.
+        # The ordinary capture logs its gateway notification in its transaction.
         if "INSERT INTO gateway_notifications" in statement and (
-            isinstance(params, dict) and params.get("g_outcome") == "captured"
+            isinstance(params, dict) and params.get("outcome") == "captured"
         ):
             capturing.add(id(conn.connection.dbapi_connection))
 
