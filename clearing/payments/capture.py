@@ -104,20 +104,23 @@ def _capture_optimistically(
     unknown order, money already taken, an amount that differs, a notice not payable, a ledger
     account not opened yet), a row changed since it was read, the entry's key exists, a
     receipt number in use, a deadlock or serialization failure."""
-    with pg_autocommit(engine) as conn:
-        try:
-            return _read_then_write(conn, result, source, now, eseal)
-        except OperationalError:
-            # The connection was lost (the companion pool does not ping), the statement was
-            # cancelled, or a deadlock or serialization failure rolled it back. A read changed
-            # nothing, and a write either committed whole or not at all: the ordinary path
-            # locks and looks, and finds the capture done or does it.
-            discard_if_broken(conn)
-            return None
-        except IntegrityError as exc:  # rolled back whole: the statement was the transaction
-            if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
-                return None  # a receipt number in use, say: the ordinary path draws again
-            raise
+    try:
+        with pg_autocommit(engine) as conn:
+            try:
+                return _read_then_write(conn, result, source, now, eseal)
+            except OperationalError:
+                discard_if_broken(conn)
+                raise
+    except OperationalError:
+        # No connection to be had, or it was lost (the companion pool does not ping), the
+        # statement was cancelled, or a deadlock or serialization failure rolled it back. A
+        # read changed nothing, and a write either committed whole or not at all: the ordinary
+        # path locks and looks, and finds the capture done or does it.
+        return None
+    except IntegrityError as exc:  # rolled back whole: the statement was the transaction
+        if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
+            return None  # a receipt number in use, say: the ordinary path draws again
+        raise
 
 
 def _read_then_write(

@@ -16,9 +16,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from clearing import db as db_module
 from clearing.db import autocommit_engine, run_in_transaction, transaction
 from clearing.ledger.models import Account, JournalEntry
 from clearing.ledger.repository import LedgerRepository, clear_account_cache
@@ -502,3 +503,20 @@ def test_whatever_happens_between_read_and_write_the_books_stay_right(
 
 
 _departments = itertools.count(1)
+
+
+def test_no_connection_for_the_optimistic_capture_sends_it_the_ordinary_way(
+    warm, ctx, gateways, tmp_path, monkeypatch
+):
+    """The companion pool cannot connect (here: nothing listens on its address; in production,
+    say, ``max_connections`` reached): the capture is done the ordinary way all the same."""
+    unreachable = create_engine(
+        warm.engine.url.set(port=1), isolation_level="AUTOCOMMIT", pool_pre_ping=False
+    )
+    monkeypatch.setitem(db_module._companions, warm.engine, unreachable)
+    notice_id, code = _notice(warm, tmp_path)
+    order_id = _start(warm, ctx, code)
+    assert _capture(warm, gateways["alipay"].pay(order_id, PAID_AT)) == "captured"
+    with transaction(warm.sessions) as s:
+        assert s.get(Notice, notice_id).status == "paid"
+    _sound(warm)
