@@ -51,6 +51,13 @@ captures = Counter(
     ["gateway", "outcome"],
     namespace=NAMESPACE,
 )
+capture_paths = Counter(
+    "capture_paths",
+    "Captures of a payment by the path that wrote them: optimistic (PostgreSQL, decision 0010) "
+    "or ordinary, with why the optimistic path was not taken or declined",
+    ["path", "reason"],
+    namespace=NAMESPACE,
+)
 notify_verification_failures = Counter(
     "notify_verification_failures",
     "Gateway notifies refused because their signature or certificate did not verify",

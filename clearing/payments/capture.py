@@ -31,6 +31,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from clearing import metrics
 from clearing.db import discard_if_broken, pg_autocommit, run_in_transaction
 from clearing.ledger.core import Entry, Posting
 from clearing.ledger.service import LedgerService
@@ -86,10 +87,17 @@ def capture(
     :func:`apply_result` in :func:`~clearing.db.run_in_transaction`. Idempotent."""
     now = now or datetime.now(UTC)
     engine: Engine = sessions.kw["bind"]
-    if result.status is GatewayStatus.SUCCEEDED and engine.dialect.name == "postgresql":
+    if engine.dialect.name != "postgresql":
+        reason = "not_postgresql"
+    elif result.status is not GatewayStatus.SUCCEEDED:
+        reason = "not_a_payment"
+    else:
         captured = _capture_optimistically(engine, result, source, now, eseal or default_eseal())
-        if captured is not None:
+        if isinstance(captured, CaptureOutcome):
+            metrics.capture_paths.labels(path="optimistic", reason="").inc()
             return captured
+        reason = captured
+    metrics.capture_paths.labels(path="ordinary", reason=reason).inc()
     return run_in_transaction(
         sessions, lambda s: apply_result(s, result, source=source, now=now, eseal=eseal)
     )
@@ -97,13 +105,15 @@ def capture(
 
 def _capture_optimistically(
     engine: Engine, result: PaymentResult, source: str, now: datetime, eseal: ESeal
-) -> CaptureOutcome | None:
+) -> CaptureOutcome | str:
     """PostgreSQL: what :func:`apply_result` does for a success that settles its notice, in two
-    statements and no transaction around them (:mod:`clearing.payments.settle_pg`). None when
-    nothing was written and the ordinary path must decide: not a plain settling capture (an
-    unknown order, money already taken, an amount that differs, a notice not payable, a ledger
-    account not opened yet), a row changed since it was read, the entry's key exists, a
-    receipt number in use, a deadlock or serialization failure."""
+    statements and no transaction around them (:mod:`clearing.payments.settle_pg`). When
+    nothing was written and the ordinary path must decide, the reason (a label of
+    ``feishui_capture_paths_total``): ``not_plain`` (an unknown order, money already taken, an
+    amount that differs, a notice not payable), ``account_not_opened``, ``declined`` (a row
+    changed since it was read, or the entry's key exists), ``unique_violation`` (a receipt
+    number in use, say), ``operational_error`` (no connection, a lost one, a cancelled
+    statement, a deadlock or serialization failure)."""
     try:
         with pg_autocommit(engine) as conn:
             try:
@@ -116,21 +126,21 @@ def _capture_optimistically(
         # statement was cancelled, or a deadlock or serialization failure rolled it back. A
         # read changed nothing, and a write either committed whole or not at all: the ordinary
         # path locks and looks, and finds the capture done or does it.
-        return None
+        return "operational_error"
     except IntegrityError as exc:  # rolled back whole: the statement was the transaction
         if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
-            return None  # a receipt number in use, say: the ordinary path draws again
+            return "unique_violation"  # a receipt number in use, say: the ordinary path draws
         raise
 
 
 def _read_then_write(
     conn: Connection, result: PaymentResult, source: str, now: datetime, eseal: ESeal
-) -> CaptureOutcome | None:
-    """The optimistic capture's read and its write on ``conn``; None when nothing was written
-    (not a plain settling capture; a row changed since the read; the entry's key exists)."""
+) -> CaptureOutcome | str:
+    """The optimistic capture's read and its write on ``conn``; when nothing was written, the
+    reason (:func:`_capture_optimistically`)."""
     read = repo.read_for_capture(conn, result.order_id)
     if read is None:
-        return None
+        return "not_plain"
     attempt, notice, versions = read
     if (
         attempt.gateway != result.gateway
@@ -138,10 +148,10 @@ def _read_then_write(
         or result.amount_fen != attempt.amount
         or notice.status not in SETTLEABLE
     ):
-        return None
+        return "not_plain"
     prepared = LedgerService.prepare_committed(conn, _capture_entry(attempt, notice, result, now))
     if prepared is None:
-        return None
+        return "account_not_opened"
     paid = _paid(attempt, result, now, AttemptState.SUCCEEDED)
     receipt, receipt_json = signed_receipt(notice, paid, eseal, now)
     outcome = _outcome("captured", paid)
@@ -169,7 +179,9 @@ def _read_then_write(
         notification=_notification(result, source, outcome),
         now=now,
     )
-    return None if settled is None else replace(outcome, journal_entry_id=settled.entry_id)
+    if settled is None:
+        return "declined"
+    return replace(outcome, journal_entry_id=settled.entry_id)
 
 
 def apply_result(

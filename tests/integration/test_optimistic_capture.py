@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
@@ -26,11 +27,11 @@ from clearing.ledger.repository import LedgerRepository, clear_account_cache
 from clearing.ledger.service import LedgerService
 from clearing.payments import capture as capture_mod
 from clearing.payments import repository
-from clearing.payments.capture import capture
+from clearing.payments.capture import CaptureOutcome, capture
 from clearing.payments.models import GatewayNotification, PaymentAttempt, Refund
 from clearing.payments.service import PaymentContext, start_attempt
 from clearing.routing import DEFAULT_RULES, Router
-from gateways.protocol import Channel
+from gateways.protocol import Channel, GatewayStatus, PaymentResult
 from notices import receipts
 from notices.event_models import DepartmentEvent
 from notices.models import Notice
@@ -86,7 +87,8 @@ def _capture(db, result) -> str:
 
 def _between_read_and_write(monkeypatch, action) -> list[str]:
     """Run ``action()`` once, right after the optimistic capture's read; returns a list that
-    records whether the optimistic write then wrote ("written") or not ("declined")."""
+    records whether the optimistic write then wrote ("written") or not ("declined": whatever
+    the reason the ordinary path is taken)."""
     real_read = repository.read_for_capture
     real_optimistic = capture_mod._capture_optimistically
     done: list[str] = []
@@ -107,7 +109,7 @@ def _between_read_and_write(monkeypatch, action) -> list[str]:
         finally:
             depth[0] -= 1
         if depth[0] == 0 and done == ["read"]:
-            done.append("declined" if outcome is None else "written")
+            done.append("written" if isinstance(outcome, CaptureOutcome) else "declined")
         return outcome
 
     monkeypatch.setattr(repository, "read_for_capture", read)
@@ -520,3 +522,45 @@ def test_no_connection_for_the_optimistic_capture_sends_it_the_ordinary_way(
     with transaction(warm.sessions) as s:
         assert s.get(Notice, notice_id).status == "paid"
     _sound(warm)
+
+
+def _paths() -> dict[tuple[str, str], float]:
+    samples = REGISTRY.get_sample_value
+    return {
+        (path, reason): samples("feishui_capture_paths_total", {"path": path, "reason": reason})
+        or 0.0
+        for path, reason in [
+            ("optimistic", ""),
+            ("ordinary", "declined"),
+            ("ordinary", "not_plain"),
+            ("ordinary", "not_a_payment"),
+        ]
+    }
+
+
+def test_the_path_of_each_capture_is_counted(warm, ctx, gateways, tmp_path, monkeypatch):
+    """``feishui_capture_paths_total`` tells operators how often the optimistic path declines,
+    and why (docs/operations.md, Metrics)."""
+    before = _paths()
+    _, code = _notice(warm, tmp_path, "成都市公安局交通管理局 二")
+    plain = gateways["alipay"].pay(_start(warm, ctx, code), PAID_AT)
+    assert _capture(warm, plain) == "captured"
+    assert _capture(warm, plain) == "already_captured"  # money already taken: not plain
+    notice_id, code = _notice(warm, tmp_path, "成都市公安局交通管理局 三")
+    order_id, other = _start(warm, ctx, code), _start(warm, ctx, code, "bank")
+    _between_read_and_write(
+        monkeypatch,
+        lambda: _sql(
+            warm, "UPDATE notices SET updated_at = updated_at WHERE id = :id", id=notice_id
+        ),
+    )
+    assert _capture(warm, gateways["alipay"].pay(order_id, PAID_AT)) == "captured"
+    failed = PaymentResult("unionpay", other, GatewayStatus.FAILED)
+    assert _capture(warm, failed) == "state_changed"
+    after = _paths()
+    assert {k: after[k] - before[k] for k in after} == {
+        ("optimistic", ""): 1,
+        ("ordinary", "declined"): 1,
+        ("ordinary", "not_plain"): 1,
+        ("ordinary", "not_a_payment"): 1,
+    }
