@@ -74,3 +74,26 @@ def notice_setup(
         session, who, NoticeCreate.model_validate(body), vault, today=today or _date(2026, 11, 27)
     )
     return who, notice
+
+
+def payable_notice(db, tmp_path, department: str = "成都市公安局交通管理局") -> tuple[int, str]:
+    """A committed traffic-fine notice of ``department`` (decided 2026-11-20); returns its id and
+    payment code."""
+    from clearing.db import transaction
+
+    with transaction(db.sessions) as s:
+        _, notice = notice_setup(
+            s, tmp_path, decision_date=date(2026, 11, 20), department=department
+        )
+        return notice.id, notice.payment_code
+
+
+def started_order(db, ctx, code: str, channel: str, at) -> str:  # type: ignore[no-untyped-def]
+    """Start a payment attempt of the notice ``code`` on ``channel`` at ``at`` (committed);
+    returns its order id."""
+    from clearing.db import run_in_transaction
+    from clearing.payments.service import start_attempt
+
+    return run_in_transaction(
+        db.sessions, lambda s: start_attempt(s, ctx, code, channel, at)
+    ).order_id

@@ -45,11 +45,7 @@ def test_connection_dropped_as_the_optimistic_write_is_sent_then_the_ordinary_pa
     late retries are acknowledged without a second capture."""
     pg = db
     client, notice = platform("alipay")
-    order_id = open_gateway(client, notice["payment_code"], "wallet")
-    act(client, "alipay", order_id, "pay_lose_notify")
-    _url, headers, body = simulator(client, "alipay").build_notify(
-        simulator(client, "alipay").book.get(order_id)
-    )
+    order_id, body, headers = _paid_with_lost_notify(client, notice["payment_code"])
     # The first capture of this database opened its ledger accounts the ordinary way; a second
     # notice, paid with the accounts in place, is the optimistic one.
     order_id, body, headers = _second_payment(client, order_id, body, headers)
@@ -104,8 +100,13 @@ def _second_payment(client, first_order: str, body: bytes, headers: dict):  # ty
         },
     )
     assert created.status_code == 201, created.text
-    second = created.json()
-    order_id = open_gateway(client, second["payment_code"], "wallet")
+    return _paid_with_lost_notify(client, created.json()["payment_code"])
+
+
+def _paid_with_lost_notify(client, code: str):  # type: ignore[no-untyped-def]
+    """The citizen pays notice ``code`` at the Alipay simulator, whose notify is lost; returns
+    the order id and the notify the gateway would have sent (body, headers)."""
+    order_id = open_gateway(client, code, "wallet")
     act(client, "alipay", order_id, "pay_lose_notify")
     sim = simulator(client, "alipay")
     _url, headers, body = sim.build_notify(sim.book.get(order_id))
@@ -121,11 +122,7 @@ def test_connection_dropped_at_the_ordinary_capture_commit_then_the_retry_captur
     cached yet): the connection dies just before COMMIT."""
     pg = db
     client, notice = platform("alipay")
-    order_id = open_gateway(client, notice["payment_code"], "wallet")
-    act(client, "alipay", order_id, "pay_lose_notify")
-    _url, headers, body = simulator(client, "alipay").build_notify(
-        simulator(client, "alipay").book.get(order_id)
-    )
+    order_id, body, headers = _paid_with_lost_notify(client, notice["payment_code"])
     dropped, capturing = [], set()
 
     def note_capture(conn, _cursor, statement, params, _context, _many) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ its read and its write) is tested in test_optimistic_capture.py."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from threading import Barrier
 
 import pytest
@@ -15,14 +15,14 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from clearing.config import Settings
-from clearing.db import pg_execute, run_in_transaction, transaction
+from clearing.db import pg_execute, transaction
 from clearing.ledger.models import Account, JournalEntry
 from clearing.ledger.repository import LedgerRepository
 from clearing.ledger.service import LedgerService
 from clearing.payments import repository
 from clearing.payments.capture import _capture_entry, capture
 from clearing.payments.models import GatewayNotification, PaymentAttempt, Refund
-from clearing.payments.service import PaymentContext, start_attempt
+from clearing.payments.service import PaymentContext
 from clearing.routing import DEFAULT_RULES, Router
 from gateways.protocol import Channel, GatewayStatus, PaymentResult
 from notices import events, receipts
@@ -30,7 +30,7 @@ from notices.event_models import DepartmentEvent
 from notices.models import Notice
 from notices.receipt_models import Receipt
 from notices.receipts import ESeal, PublishedKeys, issue_receipt, verify_receipt
-from tests.factories import notice_setup
+from tests.factories import payable_notice, started_order
 from tests.receipt_factories import NOW, paid_notice
 from tests.support.fake_gateway import FakeGateway
 
@@ -51,17 +51,11 @@ def ctx(gateways, tmp_path):
 
 
 def _notice(db, tmp_path, department: str = DEPARTMENT) -> tuple[int, str]:
-    with transaction(db.sessions) as s:
-        _, notice = notice_setup(
-            s, tmp_path, decision_date=date(2026, 11, 20), department=department
-        )
-        return notice.id, notice.payment_code
+    return payable_notice(db, tmp_path, department)
 
 
 def _start(db, ctx, code: str, channel: str = "wallet") -> str:
-    return run_in_transaction(
-        db.sessions, lambda s: start_attempt(s, ctx, code, channel, PAID_AT)
-    ).order_id
+    return started_order(db, ctx, code, channel, PAID_AT)
 
 
 def _apply(db, result: PaymentResult):

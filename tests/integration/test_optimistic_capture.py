@@ -10,7 +10,7 @@ import hashlib
 import itertools
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from clearing import db as db_module
-from clearing.db import autocommit_engine, run_in_transaction, transaction
+from clearing.db import autocommit_engine, transaction
 from clearing.ledger.models import Account, JournalEntry
 from clearing.ledger.repository import LedgerRepository, clear_account_cache
 from clearing.ledger.service import LedgerService
@@ -29,7 +29,7 @@ from clearing.payments import capture as capture_mod
 from clearing.payments import repository
 from clearing.payments.capture import CaptureOutcome, capture
 from clearing.payments.models import GatewayNotification, PaymentAttempt, Refund
-from clearing.payments.service import PaymentContext, start_attempt
+from clearing.payments.service import PaymentContext
 from clearing.routing import DEFAULT_RULES, Router
 from gateways.protocol import Channel, GatewayStatus, PaymentResult
 from notices import receipts
@@ -37,7 +37,7 @@ from notices.event_models import DepartmentEvent
 from notices.models import Notice
 from notices.receipt_models import Receipt
 from notices.receipts import ESeal, PublishedKeys, verify_receipt
-from tests.factories import notice_setup
+from tests.factories import payable_notice, started_order
 from tests.support.fake_gateway import FakeGateway
 
 pytestmark = pytest.mark.postgres
@@ -68,17 +68,11 @@ def warm(pg, ctx, gateways, tmp_path):
 
 
 def _notice(db, tmp_path, department: str = "成都市公安局交通管理局") -> tuple[int, str]:
-    with transaction(db.sessions) as s:
-        _, notice = notice_setup(
-            s, tmp_path, decision_date=date(2026, 11, 20), department=department
-        )
-        return notice.id, notice.payment_code
+    return payable_notice(db, tmp_path, department)
 
 
 def _start(db, ctx, code: str, channel: str = "wallet") -> str:
-    return run_in_transaction(
-        db.sessions, lambda s: start_attempt(s, ctx, code, channel, PAID_AT)
-    ).order_id
+    return started_order(db, ctx, code, channel, PAID_AT)
 
 
 def _capture(db, result) -> str:
