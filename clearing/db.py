@@ -137,12 +137,11 @@ def pg_execute_on(conn: Connection, sql: str, params: dict[str, Any]) -> list[tu
     import psycopg  # only PostgreSQL gets here; SQLite needs no psycopg
 
     cur = _driver_cursor(conn, sql)
-    # A companion's statements are the application engine's to listeners (tracing, logging,
-    # tests): they are reported to that engine's listeners.
-    owner = _parents.get(conn.engine)
-    parent = owner() if owner is not None else None
-    dispatch = conn.dispatch if parent is None else parent.dispatch
-    events = conn._has_events or (parent or conn.engine)._has_events  # as SQLAlchemy checks
+    # A companion's statements are reported to its application engine's listeners (tracing,
+    # logging, tests), as if that engine had run them.
+    owner = owner_engine(conn.engine)
+    dispatch = conn.dispatch if owner is conn.engine else owner.dispatch
+    events = conn._has_events or owner._has_events  # what SQLAlchemy itself checks
     try:
         if events:  # tracing, logging and tests see the statement as if SQLAlchemy ran it
             dispatch.before_cursor_execute(conn, cur, sql, params, None, False)
