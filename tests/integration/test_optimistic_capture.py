@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -558,3 +559,33 @@ def test_the_path_of_each_capture_is_counted(warm, ctx, gateways, tmp_path, monk
         ("ordinary", "not_plain"): 1,
         ("ordinary", "not_a_payment"): 1,
     }
+
+
+def test_fifty_concurrent_identical_notifies_capture_once(warm, ctx, gateways, tmp_path):
+    """The same notify 50 times at once, with the ledger accounts in place so that every one
+    tries the optimistic path: one writes; the others are declined by the guard (or see the
+    money taken) and the ordinary path acknowledges them without a second capture."""
+    notice_id, code = _notice(warm, tmp_path, "成都市公安局交通管理局 二")
+    result = gateways["alipay"].pay(_start(warm, ctx, code), PAID_AT)
+    before, paths_before = _counts(warm), _paths()
+    barrier = threading.Barrier(50)
+
+    def notify(_: int) -> str:
+        barrier.wait()
+        return _capture(warm, result)
+
+    with ThreadPoolExecutor(50) as pool:
+        outcomes = list(pool.map(notify, range(50)))
+    assert outcomes.count("captured") == 1 and outcomes.count("already_captured") == 49
+    after, paths_after = _counts(warm), _paths()
+    assert {k: after[k] - before[k] for k in after} == {
+        "entries": 1,
+        "receipts": 1,
+        "events": 1,
+        "refunds": 0,
+        "notifications": 50,
+    }
+    assert paths_after[("optimistic", "")] - paths_before[("optimistic", "")] == 1
+    with transaction(warm.sessions) as s:
+        assert s.get(Notice, notice_id).status == "paid"
+    _sound(warm)
