@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, inspect, make_url, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from alembic import command
@@ -22,7 +22,7 @@ from clearing.ledger.repository import clear_account_cache
 from clearing.ledger.service import LedgerService
 from tests.conftest import PG_URL, unavailable
 from tests.factories import payment_entry
-from tests.support.databases import drop_database, recreate_database
+from tests.support.databases import empty_database
 
 pytestmark = pytest.mark.slow
 
@@ -76,17 +76,8 @@ LEDGER_TABLES = ("journal_entries", "postings", "ledger_chain")
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database of its own, empty (no tables): this test migrates it up and down."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'legs.db'}"
-        return
-    target = make_url(PG_URL).set(database=make_url(PG_URL).database + "_legs")
-    target_url = target.render_as_string(hide_password=False)
-    try:
-        recreate_database(target_url)
-    except Exception as exc:
-        unavailable("PostgreSQL", exc)
-    yield target_url
-    drop_database(target_url)
+    with empty_database(request.param, PG_URL, tmp_path, "legs", unavailable=unavailable) as url:
+        yield url
 
 
 def _seed(engine: Engine) -> None:

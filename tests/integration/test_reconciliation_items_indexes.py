@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, inspect, make_url, text
+from sqlalchemy import Engine, inspect, text
 
 from alembic import command
 from clearing import migrate
 from clearing.db import make_engine
 from tests.conftest import PG_URL, unavailable
-from tests.support.databases import drop_database, recreate_database
+from tests.support.databases import empty_database
 
 OLD = [("ix_reconciliation_items_run_id_outcome", ["run_id", "outcome"])]
 NEW = [
@@ -27,17 +27,8 @@ NEW = [
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database of its own, empty: this test migrates it up and down."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'items.db'}"
-        return
-    target = make_url(PG_URL).set(database=make_url(PG_URL).database + "_items")
-    target_url = target.render_as_string(hide_password=False)
-    try:
-        recreate_database(target_url)
-    except Exception as exc:
-        unavailable("PostgreSQL", exc)
-    yield target_url
-    drop_database(target_url)
+    with empty_database(request.param, PG_URL, tmp_path, "items", unavailable=unavailable) as url:
+        yield url
 
 
 def _indexes(engine: Engine) -> list[tuple[str, list[str]]]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 from sqlalchemy import make_url, text
 
 from clearing.db import make_engine
@@ -27,3 +31,33 @@ def recreate_database(url: str) -> None:
 
 def drop_database(url: str) -> None:
     _on_server(url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+
+@contextmanager
+def empty_database(
+    kind: str,
+    base_url: str,
+    tmp_path: Path,
+    name: str,
+    *,
+    unavailable: Callable[[str, Exception], None],
+) -> Iterator[str]:
+    """An empty database of its own (no tables), for a test that migrates it up and down: a
+    SQLite file under ``tmp_path``, or the PostgreSQL database ``<base_url's>_<name>`` on
+    ``base_url``'s server, dropped afterwards. ``unavailable`` is called (and is expected to
+    raise: fail or skip) when the PostgreSQL database cannot be made."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / f'{name}.db'}"
+        return
+    target = make_url(base_url)
+    target_url = target.set(database=f"{target.database}_{name}").render_as_string(
+        hide_password=False
+    )
+    try:
+        recreate_database(target_url)
+    except Exception as exc:
+        unavailable("PostgreSQL", exc)
+    try:
+        yield target_url
+    finally:
+        drop_database(target_url)
