@@ -273,14 +273,20 @@ def test_contract_refuses_an_entry_whose_legs_are_not_its_postings(url):
             conn.execute(text(NEW_SHAPE[0].replace(", 2)", ", 3)")))
             conn.execute(text(NEW_SHAPE[1]))
         entry = _entry_id(engine, "new-shape")
-        before = _schema(engine)
-        with pytest.raises(Exception, match=rf"journal entries \[{entry}\] have fewer than two"):
-            migrate.upgrade(url)
-        assert _schema(engine) == before
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0010"
+        _contract_refuses(url, engine, rf"journal entries \[{entry}\] have fewer than two")
     finally:
         engine.dispose()
+
+
+def _contract_refuses(url: str, engine: Engine, match: str) -> None:
+    """The contract (0011) stops with ``match`` and changes nothing: the schema and the revision
+    stay 0010's."""
+    before = _schema(engine)
+    with pytest.raises(Exception, match=match):
+        migrate.upgrade(url)
+    assert _schema(engine) == before
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0010"
 
 
 def _old_entries_are_closed(engine: Engine) -> None:
@@ -331,12 +337,7 @@ def test_sqlite_upgrade_refuses_an_entry_without_two_postings(tmp_path):
             )
             conn.execute(text("INSERT INTO postings VALUES (12, 5, 1, 'D', 1, 'CNY')"))
         migrate.upgrade(url, migrate.OLDEST_SCHEMA)
-        before = _schema(engine)
-        with pytest.raises(Exception, match=r"journal entries \[5\] have fewer than two postings"):
-            migrate.upgrade(url)
-        assert _schema(engine) == before
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0010"
+        _contract_refuses(url, engine, r"journal entries \[5\] have fewer than two postings")
     finally:
         engine.dispose()
 
